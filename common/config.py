@@ -1,0 +1,314 @@
+"""Configuration: one yacs default tree, YAML files that only override it, ``_BASE_`` inheritance.
+
+Every error names the file, the dotted key and the offending value, and is raised before any
+work starts.  Families add their own sub-trees to ``_C`` here, so the whole vocabulary of keys
+lives in one place.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+BASE_KEY = "_BASE_"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message says which."""
+
+
+_C = CN()
+_C.SEED = 42
+# Where runs write logs, metrics, checkpoints and the resolved config. "" -> runs/<config name>.
+_C.OUTPUT_DIR = ""
+# Resume from this neutral checkpoint ("" = none, "auto" = <OUTPUT_DIR>/last.safetensors when present).
+_C.RESUME = ""
+_C.DEVICE = "cpu"          # cpu | gpu
+_C.DTYPE = "float32"       # float32 | float64 (float64 is for parity runs)
+
+_C.MODEL = CN()
+_C.MODEL.FAMILY = "cream"  # which NAS system builds the network
+_C.MODEL.NAME = ""         # the spec inside the family (cream14, pnasnet5_large, ...)
+_C.MODEL.NUM_CLASSES = 1000
+_C.MODEL.WEIGHTS = ""      # neutral .safetensors or a foreign checkpoint imported by weights_tools
+_C.MODEL.DROPOUT = 0.0
+_C.MODEL.DROP_PATH = 0.0
+
+_C.DATA = CN()
+_C.DATA.DATASET = "builtin_digits"  # builtin_digits | cifar10 | cifar100 | imagefolder | synthetic
+_C.DATA.ROOT = ""
+_C.DATA.IMAGE_SIZE = 224
+_C.DATA.CHANNELS = 3
+_C.DATA.BATCH_SIZE = 32
+_C.DATA.EVAL_BATCH_SIZE = 0   # 0 -> BATCH_SIZE
+_C.DATA.WORKERS = 0
+_C.DATA.MEAN = (0.485, 0.456, 0.406)
+_C.DATA.STD = (0.229, 0.224, 0.225)
+_C.DATA.CROP_PCT = 0.875
+_C.DATA.INTERPOLATION = "bicubic"   # bilinear | bicubic | nearest | tf_bilinear
+_C.DATA.NUM_TRAIN = 0     # 0 = every sample; otherwise the first N of the (seeded) split
+_C.DATA.NUM_VAL = 0
+_C.DATA.SYNTHETIC_SAMPLES = 256
+
+_C.AUG = CN()
+_C.AUG.RANDOM_RESIZED_CROP = False
+_C.AUG.RRC_SCALE = (0.08, 1.0)
+_C.AUG.RRC_RATIO = (0.75, 1.3333333333333333)
+_C.AUG.PAD_CROP = 0          # CIFAR-style random crop with this much zero padding (0 = off)
+_C.AUG.HFLIP = 0.5
+_C.AUG.COLOR_JITTER = 0.0
+_C.AUG.RAND_AUGMENT = ""     # e.g. "rand-m9-mstd0.5" ("" = off)
+_C.AUG.RANDOM_ERASE = 0.0    # probability
+_C.AUG.CUTOUT = 0            # Cutout square side (0 = off)
+
+_C.OPTIM = CN()
+_C.OPTIM.NAME = "sgd"        # sgd | rmsprop_tf | rmsprop | adam | adamw
+_C.OPTIM.LR = 0.1
+_C.OPTIM.MOMENTUM = 0.9
+_C.OPTIM.NESTEROV = False
+_C.OPTIM.WEIGHT_DECAY = 0.0
+_C.OPTIM.NO_DECAY_1D = True  # no weight decay on biases and 1-D (BN) parameters
+_C.OPTIM.EPS = 1e-8
+_C.OPTIM.ALPHA = 0.9         # RMSprop square-average decay
+_C.OPTIM.BETAS = (0.9, 0.999)
+_C.OPTIM.GRAD_CLIP = 0.0     # global-norm clip (0 = off)
+
+_C.SCHED = CN()
+_C.SCHED.NAME = "cosine"     # constant | step | cosine | linear
+_C.SCHED.WARMUP_EPOCHS = 0.0
+_C.SCHED.WARMUP_LR = 1e-6
+_C.SCHED.DECAY_EPOCHS = 30.0
+_C.SCHED.DECAY_RATE = 0.1
+_C.SCHED.MIN_LR = 0.0
+_C.SCHED.PER_STEP = False    # update the LR every step (True) or once per epoch (False)
+
+_C.TRAIN = CN()
+_C.TRAIN.EPOCHS = 1
+_C.TRAIN.LABEL_SMOOTHING = 0.0
+_C.TRAIN.EMA_DECAY = 0.0     # model EMA decay (0 = off)
+_C.TRAIN.LOG_INTERVAL = 20
+_C.TRAIN.EVAL_EVERY = 1      # epochs
+_C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # 0 = the whole epoch (tests use small values)
+
+_C.PARITY = CN()
+_C.PARITY.BACKENDS = ("torch", "paddle")
+_C.PARITY.DTYPES = ("float64", "float32")
+_C.PARITY.BATCH_SIZE = 2
+_C.PARITY.STEPS = 3
+_C.PARITY.TRAIN_MODE = True
+
+_C.BENCH = CN()
+_C.BENCH.BATCH_SIZES = (1, 8)
+_C.BENCH.WARMUP = 3
+_C.BENCH.ITERS = 10
+
+# Keys whose value must come from a closed set.  Later families register theirs with ``register_enum``.
+ENUMS: Dict[str, Sequence[Any]] = {
+    "DEVICE": ("cpu", "gpu"),
+    "DTYPE": ("float32", "float64"),
+    "MODEL.FAMILY": ("cream", "pnasnet", "pcdarts", "nasbench_mr"),
+    "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic"),
+    "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
+    "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
+    "SCHED.NAME": ("constant", "step", "cosine", "linear"),
+}
+
+
+def register_enum(key: str, allowed: Sequence[Any]) -> None:
+    ENUMS[key] = tuple(allowed)
+
+
+def get_default_config() -> CN:
+    return _C.clone()
+
+
+def load_config(path: Optional[str], overrides: Sequence[str] = ()) -> CN:
+    """Defaults <- ``path`` (with its ``_BASE_`` chain) <- ``KEY VALUE`` overrides, validated."""
+    cfg = get_default_config()
+    if path:
+        for source, data in _read_chain(path, []):
+            _merge(cfg, data, source, prefix="")
+    if overrides:
+        merge_overrides(cfg, overrides)
+    validate(cfg, source=path or "<defaults>")
+    cfg.freeze()
+    return cfg
+
+
+def merge_overrides(cfg: CN, overrides: Sequence[str], source: str = "command line") -> None:
+    items = list(overrides)
+    if len(items) % 2:
+        raise ConfigError(f"{source}: overrides come in KEY VALUE pairs; '{items[-1]}' has no value")
+    for key, raw in zip(items[0::2], items[1::2]):
+        value = _parse_scalar(raw)
+        node, leaf = _lookup(cfg, key, source)
+        node[leaf] = _coerce(node[leaf], value, key, source)
+
+
+def validate(cfg: CN, source: str) -> None:
+    for key, allowed in ENUMS.items():
+        try:
+            value = _get(cfg, key)
+        except KeyError:
+            continue
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key} = {value!r} is not one of {list(allowed)}")
+    checks = [
+        ("DATA.BATCH_SIZE", lambda v: v >= 1, "must be >= 1"),
+        ("DATA.IMAGE_SIZE", lambda v: v >= 1, "must be >= 1"),
+        ("DATA.CHANNELS", lambda v: v in (1, 3), "must be 1 or 3"),
+        ("DATA.WORKERS", lambda v: v >= 0, "must be >= 0"),
+        ("MODEL.NUM_CLASSES", lambda v: v >= 1, "must be >= 1"),
+        ("MODEL.DROPOUT", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+        ("MODEL.DROP_PATH", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+        ("TRAIN.EPOCHS", lambda v: v >= 0, "must be >= 0"),
+        ("TRAIN.EMA_DECAY", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+        ("OPTIM.LR", lambda v: v >= 0, "must be >= 0"),
+    ]
+    for key, ok, why in checks:
+        value = _get(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{source}: {key} = {value!r} {why}")
+
+
+def save_config(cfg: CN, path: str) -> None:
+    from common.io_utils import atomic_write_text
+
+    atomic_write_text(path, cfg.dump())
+
+
+def config_to_dict(cfg: CN) -> Dict[str, Any]:
+    def convert(node):
+        if isinstance(node, CN):
+            return {k: convert(v) for k, v in node.items()}
+        if isinstance(node, tuple):
+            return list(node)
+        return node
+
+    return convert(cfg)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _read_chain(path: str, seen: List[str]):
+    """Yield ``(file, mapping)`` from the deepest ``_BASE_`` to ``path`` itself."""
+    real = os.path.realpath(path)
+    if real in seen:
+        chain = " -> ".join(seen + [real])
+        raise ConfigError(f"{path}: {BASE_KEY} cycle: {chain}")
+    if not os.path.isfile(path):
+        where = f" (named as {BASE_KEY} in {seen[-1]})" if seen else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop(BASE_KEY, None)
+    if bases is not None:
+        for base in [bases] if isinstance(bases, str) else list(bases):
+            base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+            yield from _read_chain(base_path, seen + [real])
+    yield path, data
+
+
+def _merge(cfg: CN, data: Dict[str, Any], source: str, prefix: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in cfg:
+            raise ConfigError(f"{source}: unknown key {dotted}{_suggest(cfg, key)}")
+        current = cfg[key]
+        if isinstance(current, CN):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted} is a section; expected a mapping, got {value!r}")
+            _merge(current, value, source, dotted + ".")
+        else:
+            cfg[key] = _coerce(current, value, dotted, source)
+
+
+def _coerce(current: Any, value: Any, key: str, source: str) -> Any:
+    """Accept ``value`` when its type matches the default's; int->float and list<->tuple are fine."""
+    if isinstance(current, CN) or isinstance(value, dict):
+        raise ConfigError(f"{source}: {key} = {value!r}: a section cannot be replaced by a value or the reverse")
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(current, (tuple, list)):
+        if isinstance(value, (tuple, list)):
+            if current and value:
+                proto = current[0]
+                value = [_coerce(proto, item, f"{key}[{i}]", source) for i, item in enumerate(value)]
+            return tuple(value)
+    elif current is None:
+        return value
+    raise ConfigError(
+        f"{source}: {key} = {value!r} has type {type(value).__name__}, expected {type(current).__name__} "
+        f"(default {current!r})"
+    )
+
+
+def _lookup(cfg: CN, dotted: str, source: str):
+    parts = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], CN):
+            raise ConfigError(f"{source}: unknown key {'.'.join(parts[: i + 1])} (in override {dotted})")
+        node = node[part]
+    leaf = parts[-1]
+    if leaf not in node:
+        raise ConfigError(f"{source}: unknown key {dotted}{_suggest(node, leaf)}")
+    if isinstance(node[leaf], CN):
+        raise ConfigError(f"{source}: {dotted} is a section, not a value")
+    return node, leaf
+
+
+def _get(cfg: CN, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _suggest(node: CN, key: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), [str(k) for k in node.keys()], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def deep_copy(cfg: CN) -> CN:
+    return copy.deepcopy(cfg)
+
+
+def iter_keys(cfg: CN, prefix: str = "") -> Iterable[str]:
+    for key, value in cfg.items():
+        if isinstance(value, CN):
+            yield from iter_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"

@@ -1,0 +1,1 @@
+"""PaddlePaddle twins of every model, op and optimizer.  Never imports torch or tensorflow."""

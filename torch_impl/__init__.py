@@ -1,0 +1,1 @@
+"""PyTorch twins of every model, op and optimizer.  Never imports paddle or tensorflow."""

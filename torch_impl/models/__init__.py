@@ -1,0 +1,1 @@
+"""PyTorch model builders, one file per family; the same files exist in ``paddle_impl/models``."""
