@@ -1,0 +1,87 @@
+"""The PaddlePaddle backend object the entry point and the training loop talk to.
+
+Twin of ``torch_impl/backend.py``: same class, same methods.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Mapping, Optional
+
+import numpy as np
+import paddle
+
+from paddle_impl import layout
+
+NAME = "paddle"
+
+
+class Backend:
+    name = NAME
+
+    def __init__(self, device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None):
+        if device == "gpu":
+            if not paddle.device.is_compiled_with_cuda():
+                raise RuntimeError("DEVICE gpu: this paddle is a CPU build; install paddlepaddle-gpu")
+            paddle.set_device("gpu")
+        else:
+            paddle.set_device("cpu")
+        self.device = paddle.get_device()
+        self.dtype_name = dtype
+        self.dtype = {"float32": paddle.float32, "float64": paddle.float64}[dtype]
+        if threads:
+            os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
+
+    # ----------------------------------------------------------------------------------- models
+    def build_model(self, family: str, spec):
+        builder = importlib.import_module(f"paddle_impl.models.{family}")
+        previous = paddle.get_default_dtype()
+        paddle.set_default_dtype(self.dtype_name)  # parameters are created in the run's dtype
+        try:
+            model = builder.build(spec)
+        finally:
+            paddle.set_default_dtype(previous)
+        model.eval()
+        return model
+
+    def state_to_neutral(self, model) -> dict:
+        return layout.state_to_neutral(model)
+
+    def load_neutral(self, model, tensors: Mapping[str, np.ndarray], source: str = "<memory>") -> None:
+        layout.load_neutral(model, tensors, source)
+
+    def expected_shapes(self, model) -> dict:
+        return layout.expected_shapes(model)
+
+    def count_parameters(self, model, trainable_only: bool = True) -> int:
+        return layout.count_parameters(model, trainable_only)
+
+    # ----------------------------------------------------------------------------------- tensors
+    def seed(self, seed: int) -> None:
+        paddle.seed(seed)
+
+    def to_tensor(self, array: np.ndarray, dtype=None):
+        array = np.ascontiguousarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(self.dtype_name if dtype is None else dtype, copy=False)
+        return paddle.to_tensor(array)
+
+    @staticmethod
+    def to_numpy(tensor) -> np.ndarray:
+        return tensor.numpy()
+
+    def eval_logits(self, model, images: np.ndarray) -> np.ndarray:
+        model.eval()
+        with paddle.no_grad():
+            return self.to_numpy(model(self.to_tensor(images)))
+
+    def describe(self) -> str:
+        return f"paddle {paddle.__version__} on {self.device} ({self.dtype_name})"
+
+
+def framework_version() -> str:
+    return paddle.__version__
+
+
+def default_threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", "0")) or (os.cpu_count() or 1)

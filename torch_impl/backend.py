@@ -1,0 +1,84 @@
+"""The PyTorch backend object the entry point and the training loop talk to.
+
+``paddle_impl/backend.py`` has the same class with the same methods; nothing outside the two
+backend packages needs to know which framework runs.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+
+from torch_impl import layout
+
+NAME = "torch"
+
+
+class Backend:
+    name = NAME
+
+    def __init__(self, device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None):
+        if device == "gpu":
+            if not torch.cuda.is_available():
+                raise RuntimeError("DEVICE gpu: torch sees no CUDA device (is a CUDA build of torch installed?)")
+            # Parity needs IEEE float32 matmuls/convs, not TF32.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+        self.dtype_name = dtype
+        if threads:
+            torch.set_num_threads(int(threads))
+
+    # ----------------------------------------------------------------------------------- models
+    def build_model(self, family: str, spec):
+        builder = importlib.import_module(f"torch_impl.models.{family}")
+        model = builder.build(spec)
+        return model.to(device=self.device, dtype=self.dtype).eval()
+
+    def state_to_neutral(self, model) -> dict:
+        return layout.state_to_neutral(model)
+
+    def load_neutral(self, model, tensors: Mapping[str, np.ndarray], source: str = "<memory>") -> None:
+        layout.load_neutral(model, tensors, source)
+
+    def expected_shapes(self, model) -> dict:
+        return layout.expected_shapes(model)
+
+    def count_parameters(self, model, trainable_only: bool = True) -> int:
+        return layout.count_parameters(model, trainable_only)
+
+    # ----------------------------------------------------------------------------------- tensors
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def to_tensor(self, array: np.ndarray, dtype=None):
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if tensor.is_floating_point():
+            tensor = tensor.to(self.dtype if dtype is None else dtype)
+        return tensor.to(self.device)
+
+    @staticmethod
+    def to_numpy(tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy()
+
+    def eval_logits(self, model, images: np.ndarray) -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            return self.to_numpy(model(self.to_tensor(images)))
+
+    def describe(self) -> str:
+        return f"torch {torch.__version__} on {self.device} ({self.dtype_name}, {torch.get_num_threads()} threads)"
+
+
+def framework_version() -> str:
+    return torch.__version__
+
+
+def default_threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
