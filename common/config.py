@@ -52,6 +52,7 @@ _C.DATA.INTERPOLATION = "bicubic"   # bilinear | bicubic | nearest | tf_bilinear
 _C.DATA.NUM_TRAIN = 0     # 0 = every sample; otherwise the first N of the (seeded) split
 _C.DATA.NUM_VAL = 0
 _C.DATA.SYNTHETIC_SAMPLES = 256
+_C.DATA.DROP_LAST = False  # drop the short last training batch (evaluation never drops)
 
 _C.AUG = CN()
 _C.AUG.RANDOM_RESIZED_CROP = False
@@ -63,6 +64,7 @@ _C.AUG.COLOR_JITTER = 0.0
 _C.AUG.RAND_AUGMENT = ""     # e.g. "rand-m9-mstd0.5" ("" = off)
 _C.AUG.RANDOM_ERASE = 0.0    # probability
 _C.AUG.CUTOUT = 0            # Cutout square side (0 = off)
+_C.AUG.INTERPOLATION = "random"  # training crops/resizes: random (bilinear or bicubic per image) | bilinear | bicubic | nearest
 
 _C.OPTIM = CN()
 _C.OPTIM.NAME = "sgd"        # sgd | rmsprop_tf | rmsprop | adam | adamw
@@ -112,6 +114,7 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "MODEL.FAMILY": ("cream", "pnasnet", "pcdarts", "nasbench_mr"),
     "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic"),
     "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
+    "AUG.INTERPOLATION": ("random", "bilinear", "bicubic", "nearest"),
     "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "SCHED.NAME": ("constant", "step", "cosine", "linear"),
 }

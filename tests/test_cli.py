@@ -1,0 +1,48 @@
+"""The entry point: help everywhere, clear errors before any work."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(ROOT, "tools", "main.py")
+COMMANDS = ["train", "search", "test", "infer", "convert", "parity", "bench", "info"]
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, MAIN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_top_level_help_lists_every_command():
+    out = cli("--help")
+    assert out.returncode == 0
+    for command in COMMANDS:
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help(command):
+    out = cli(command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+
+
+def test_missing_config_file_is_named():
+    out = cli("info", "configs/does_not_exist.yaml")
+    assert out.returncode == 2
+    assert "configs/does_not_exist.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_override_is_named_before_work():
+    out = cli("train", "configs/cream14.yaml", "--backend", "torch", "OPTIM.NAME", "lion")
+    assert out.returncode == 2
+    assert "OPTIM.NAME" in out.stderr and "lion" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_family_not_built_yet_says_so(tmp_path):
+    cfg = tmp_path / "nb.yaml"
+    cfg.write_text("MODEL:\n  FAMILY: nasbench_mr\n")
+    out = cli("info", str(cfg))
+    assert out.returncode == 2
+    assert "nasbench_mr" in out.stderr and "not built yet" in out.stderr

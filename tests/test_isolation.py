@@ -1,0 +1,78 @@
+"""The isolation rules, enforced: common/ imports no framework; each backend tree imports only its own;
+``--backend paddle`` runs with torch unimportable, and the reverse."""
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FRAMEWORKS = {"torch", "torchvision", "paddle", "tensorflow", "tf_slim", "timm"}
+
+
+def imported_top_modules(path):
+    tree = ast.parse(open(path, encoding="utf-8").read(), filename=path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.split(".")[0], node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module.split(".")[0], node.lineno
+
+
+def python_files(folder):
+    for base, _, files in os.walk(os.path.join(ROOT, folder)):
+        for name in files:
+            if name.endswith(".py"):
+                yield os.path.join(base, name)
+
+
+@pytest.mark.parametrize("folder, forbidden", [
+    ("common", FRAMEWORKS),
+    ("torch_impl", {"paddle", "tensorflow", "tf_slim"}),
+    ("paddle_impl", {"torch", "torchvision", "tensorflow", "tf_slim", "timm"}),
+])
+def test_static_imports(folder, forbidden):
+    """No import statement anywhere in the tree (module level or inside functions) names a forbidden framework."""
+    leaks = [f"{os.path.relpath(path, ROOT)}:{line} imports {mod}"
+             for path in python_files(folder) for mod, line in imported_top_modules(path) if mod in forbidden]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_importing_all_of_common_loads_no_framework():
+    code = textwrap.dedent("""
+        import importlib, pkgutil, sys
+        import common
+        for info in pkgutil.walk_packages(common.__path__, "common."):
+            importlib.import_module(info.name)
+        loaded = sorted(m for m in ("torch", "paddle", "tensorflow", "torchvision") if m in sys.modules)
+        print("LOADED", loaded)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout, out.stdout
+
+
+def run_without(framework, args, tmp_path):
+    """Run tools/main.py with ``framework`` made unimportable (a shadow package that raises ImportError)."""
+    shadow = tmp_path / "shadow"
+    (shadow / framework).mkdir(parents=True)
+    (shadow / framework / "__init__.py").write_text(f"raise ImportError('{framework} is blocked for this test')\n")
+    env = dict(os.environ, PYTHONPATH=str(shadow))
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("backend, blocked", [("paddle", "torch"), ("torch", "paddle")])
+def test_backend_runs_with_the_other_framework_absent(backend, blocked, tmp_path):
+    out = run_without(blocked, ["info", "configs/cream14.yaml", "--backend", backend], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "matches the spec" in out.stdout
+
+
+def test_missing_framework_is_a_clear_error(tmp_path):
+    out = run_without("paddle", ["info", "configs/cream14.yaml", "--backend", "paddle"], tmp_path)
+    assert out.returncode == 2
+    assert "requirements-paddle.txt" in out.stderr
