@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from common.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from common.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from common.config import config_to_dict
 
 KEEP_HISTORY = 3
@@ -83,24 +83,14 @@ class MetricsFile:
 
 
 class ScalarWriter:
-    """TensorBoard (torch) or VisualDL (paddle) when installed; otherwise metrics.csv is the record."""
+    """TensorBoard (torch backend) or VisualDL (paddle backend) when installed; metrics.csv always."""
 
-    def __init__(self, run_dir: str, backend_name: str, logger: logging.Logger):
-        self.writer = None
-        self.kind = None
-        try:
-            if backend_name == "paddle":
-                from visualdl import LogWriter  # type: ignore
-
-                self.writer, self.kind = LogWriter(logdir=os.path.join(run_dir, "visualdl")), "visualdl"
-            else:
-                from torch.utils.tensorboard import SummaryWriter  # type: ignore
-
-                self.writer, self.kind = SummaryWriter(os.path.join(run_dir, "tensorboard")), "tensorboard"
-        except Exception:  # not installed: the CSV carries the same numbers
+    def __init__(self, run_dir: str, backend, logger: logging.Logger):
+        self.writer, self.kind = backend.scalar_writer(run_dir)
+        if self.writer is None:
             logger.info("TensorBoard/VisualDL not installed: metrics go to metrics.csv only")
-            return
-        logger.info(f"scalars also written for {self.kind}")
+        else:
+            logger.info(f"scalars also written for {self.kind}")
 
     def add(self, tag: str, value: Optional[float], step: int) -> None:
         if self.writer is None or value is None:
@@ -149,7 +139,7 @@ def train(cfg, backend, spec_module, spec, run_dir: str) -> int:
 
     start_epoch, best = _maybe_resume(cfg, run_dir, trainer, logger)
     metrics = MetricsFile(os.path.join(run_dir, "metrics.csv"), start_epoch)
-    scalars = ScalarWriter(run_dir, backend.name, logger)
+    scalars = ScalarWriter(run_dir, backend, logger)
     global_step = start_epoch * steps_per_epoch
     use_ema = cfg.TRAIN.EMA_DECAY > 0
 

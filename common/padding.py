@@ -7,6 +7,7 @@ bottom/right.  Both backends call these helpers so the rule exists once.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Tuple
 
 PADDING_MODES = ("SAME", "VALID")
@@ -14,8 +15,7 @@ PADDING_MODES = ("SAME", "VALID")
 
 def same_pad_total(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> int:
     """Total padding TF adds along one axis of length ``size`` for ``SAME``."""
-    if size < 1 or kernel < 1 or stride < 1 or dilation < 1:
-        raise ValueError(f"bad SAME arguments: size={size} kernel={kernel} stride={stride} dilation={dilation}")
+    _check_positive("SAME", size=size, kernel=kernel, stride=stride, dilation=dilation)
     effective = (kernel - 1) * dilation + 1
     out = math.ceil(size / stride)
     return max((out - 1) * stride + effective - size, 0)
@@ -45,19 +45,27 @@ def is_symmetric_same(height: int, width: int, kernel, stride=1, dilation=1) -> 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, dilation: int = 1, padding="SAME") -> int:
     """Output length of a conv/pool along one axis. ``padding`` is SAME, VALID or an int (symmetric)."""
+    _check_positive("conv_output_size", size=size, kernel=kernel, stride=stride, dilation=dilation)
     if padding == "SAME":
         return math.ceil(size / stride)
     effective = (kernel - 1) * dilation + 1
     if padding == "VALID":
         pad = 0
-    elif isinstance(padding, int):
+    elif isinstance(padding, numbers.Integral) and not isinstance(padding, bool) and padding >= 0:
         pad = 2 * padding
     else:
-        raise ValueError(f"padding must be 'SAME', 'VALID' or an int, got {padding!r}")
+        raise ValueError(f"padding must be 'SAME', 'VALID' or an int >= 0, got {padding!r}")
     out = (size + pad - effective) // stride + 1
     if out < 1:
         raise ValueError(f"input of size {size} is too small for kernel {kernel} (dilation {dilation}, padding {padding!r})")
     return out
+
+
+def _check_positive(what: str, **values) -> None:
+    # A zero stride used to surface as ZeroDivisionError and a zero size as a silent 0; name them instead.
+    if any(value < 1 for value in values.values()):
+        listed = " ".join(f"{name}={value}" for name, value in values.items())
+        raise ValueError(f"bad {what} arguments: {listed} (all must be >= 1)")
 
 
 def _pair(value) -> Tuple[int, int]:

@@ -75,6 +75,14 @@ class Backend:
         with paddle.no_grad():
             return self.to_numpy(model(self.to_tensor(images)))
 
+    def scalar_writer(self, run_dir: str):
+        """A VisualDL writer when visualdl is installed, else (None, None)."""
+        try:
+            from visualdl import LogWriter
+        except ImportError:
+            return None, None
+        return LogWriter(logdir=os.path.join(run_dir, "visualdl")), "visualdl"
+
     def describe(self) -> str:
         return f"paddle {paddle.__version__} on {self.device} ({self.dtype_name})"
 

@@ -72,6 +72,14 @@ class Backend:
         with torch.no_grad():
             return self.to_numpy(model(self.to_tensor(images)))
 
+    def scalar_writer(self, run_dir: str):
+        """A TensorBoard writer when the tensorboard package is installed, else (None, None)."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None, None
+        return SummaryWriter(os.path.join(run_dir, "tensorboard")), "tensorboard"
+
     def describe(self) -> str:
         return f"torch {torch.__version__} on {self.device} ({self.dtype_name}, {torch.get_num_threads()} threads)"
 
