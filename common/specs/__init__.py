@@ -1,0 +1,1 @@
+"""What each network *is*, as plain data: one module per NAS family."""
