@@ -205,7 +205,7 @@ def restore_numpy_rng(state: Dict[str, Any]) -> np.random.Generator:
 
 
 def _as_array(array: Any, name: str) -> np.ndarray:
-    out = np.ascontiguousarray(np.asarray(array))
+    out = np.asarray(array, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d)
     if out.dtype == object:
         raise CheckpointError(f"tensor {name!r} is not numeric")
     return out.copy() if not out.flags.owndata else out

@@ -69,7 +69,7 @@ def compare(a: Any, b: Any, name: str = "") -> Diff:
     max_abs = float(diff.reshape(-1)[flat])
     scale = float(np.max(np.abs(np.where(finite, b, 0.0))))
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-    significant = finite & (np.abs(b) >= 1e-3 * scale)
+    significant = finite & (np.abs(b) >= 1e-3 * scale) & (np.abs(b) > 0)
     if significant.any():
         elem_rel = float(np.max(diff[significant] / np.abs(b[significant])))
     else:

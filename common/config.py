@@ -77,6 +77,9 @@ _C.OPTIM.EPS = 1e-8
 _C.OPTIM.ALPHA = 0.9         # RMSprop square-average decay
 _C.OPTIM.BETAS = (0.9, 0.999)
 _C.OPTIM.GRAD_CLIP = 0.0     # global-norm clip (0 = off)
+# Parameters that got no gradient this step: 'skip' them (torch set_to_none) or treat as 'zero' gradients
+# (paddle's clear_grad default; momentum and weight decay still move them).
+_C.OPTIM.UNUSED_GRADS = "skip"
 
 _C.SCHED = CN()
 _C.SCHED.NAME = "cosine"     # constant | step | cosine | linear
@@ -86,6 +89,9 @@ _C.SCHED.DECAY_EPOCHS = 30.0
 _C.SCHED.DECAY_RATE = 0.1
 _C.SCHED.MIN_LR = 0.0
 _C.SCHED.PER_STEP = False    # update the LR every step (True) or once per epoch (False)
+_C.SCHED.COOLDOWN_EPOCHS = 0.0   # cosine: epochs held at MIN_LR after the decay
+_C.SCHED.MILESTONES = (30.0, 60.0, 90.0)  # multistep: epochs where the LR is multiplied by DECAY_RATE
+_C.SCHED.WARMUP_PREFIX = False   # True: the decay starts counting after the warmup (newer timm)
 
 _C.TRAIN = CN()
 _C.TRAIN.EPOCHS = 1
@@ -116,7 +122,8 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
     "AUG.INTERPOLATION": ("random", "bilinear", "bicubic", "nearest"),
     "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
-    "SCHED.NAME": ("constant", "step", "cosine", "linear"),
+    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear"),
+    "OPTIM.UNUSED_GRADS": ("skip", "zero"),
 }
 
 

@@ -46,6 +46,12 @@ def expected_shapes(layer: paddle.nn.Layer) -> Dict[str, Tuple[int, ...]]:
     return out
 
 
+def neutral_name_table(layer: paddle.nn.Layer) -> Dict[str, Tuple[str, bool]]:
+    """paddle structured name -> (neutral name, transpose?) for every state entry (the optimizers and EMA use it
+    to store per-parameter state in torch layout)."""
+    return dict(_name_table(layer))
+
+
 def neutral_name_map(layer: paddle.nn.Layer) -> Dict[str, str]:
     """paddle structured name -> neutral (canonical) name."""
     return {name: neutral for name, (neutral, _) in _name_table(layer).items()}

@@ -1,0 +1,307 @@
+"""Learning-rate schedules as pure Python functions of the (fractional) epoch.
+
+Both backends get their LR from here: the training loop asks the schedule for the LR of the coming
+update and passes it to ``optimizer.step(lr)``.  Nothing here touches a framework.
+
+When is a schedule evaluated?
+  * ``per_step=False`` (timm ``t_in_epochs=True``, the Cream retrain recipe): the LR changes only at
+    epoch boundaries; every update of epoch ``e`` (0-based) uses ``lr_at(e)``.
+  * ``per_step=True``: update ``s`` (0-based) of epoch ``e`` with ``n`` updates per epoch uses
+    ``lr_at(e + s / n)``, i.e. the schedule is sampled at the fractional epoch where the update starts.
+  ``Schedule.lr_for(epoch, step_in_epoch, steps_per_epoch)`` makes that choice in one place.
+
+Warmup (timm semantics, ``warmup_prefix=False``): for ``t < warmup_epochs`` the LR is
+``warmup_lr + t * (lr - warmup_lr) / warmup_epochs``; from ``t >= warmup_epochs`` on, the main schedule
+is evaluated at the *unshifted* ``t`` (the warmup overlays the start of the main schedule; it does not
+delay it).  With ``warmup_prefix=True`` the main schedule is evaluated at ``t - warmup_epochs``.
+
+The main schedules (``lr`` = base LR, ``t`` = epoch):
+  constant    lr
+  step        lr * rate ** floor(t / decay_epochs)                 (Cream: 0.973 every 2.4 epochs)
+              floor(t / d) with true division: fractional epochs such as 26.4 = 11 * 2.4 count as 11 decays
+              (Python's ``26.4 // 2.4`` is 10.0 in binary floating point; integer epochs agree with timm's ``//``).
+  multistep   lr * rate ** #{m in milestones: m <= t}              (torch MultiStepLR)
+  cosine      lr_min + (lr - lr_min) * (1 + cos(pi * t / t_initial)) / 2 for t < t_initial, lr_min after
+              (timm CosineLRScheduler, cycle_limit 1, no restart); ``cooldown_epochs`` more epochs at lr_min
+              are part of ``total_epochs`` (timm: ``get_cycle_length() + cooldown_epochs``).
+  linear      lr_min + (lr - lr_min) * max(0, 1 - t / total)      (linear decay to lr_min at ``total``)
+
+Named upstream schedules (closed forms of what the reference code computes):
+  ``cream_supernet_lr(step, base_lr, lr_cfg, iters)``  = base_lr * max(lr_cfg - step / iters, 0)   (Cream LambdaLR)
+  ``pcdarts_cosine_lr(epoch, lr, t_max, eta_min)``   = eta_min + (lr - eta_min)(1 + cos(pi * epoch / t_max)) / 2
+  ``pcdarts_imagenet_linear_lr(epoch, lr, epochs, warmup_epochs)``  (PC-DARTS ``train_imagenet.py`` 'linear')
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+__all__ = [
+    "constant_lr",
+    "step_lr",
+    "multistep_lr",
+    "cosine_lr",
+    "linear_lr",
+    "warmup_lr",
+    "cream_supernet_factor",
+    "cream_supernet_lr",
+    "pcdarts_cosine_lr",
+    "pcdarts_imagenet_linear_lr",
+    "Schedule",
+    "ConstantSchedule",
+    "StepSchedule",
+    "MultiStepSchedule",
+    "CosineSchedule",
+    "LinearSchedule",
+    "build_schedule",
+    "SCHEDULE_NAMES",
+]
+
+
+# --------------------------------------------------------------------------------------------- formulas
+def constant_lr(epoch: float, lr: float) -> float:
+    return float(lr)
+
+
+def step_lr(epoch: float, lr: float, decay_epochs: float, decay_rate: float) -> float:
+    """``lr * decay_rate ** floor(epoch / decay_epochs)``."""
+    if decay_epochs <= 0:
+        raise ValueError(f"step_lr: decay_epochs = {decay_epochs!r} must be > 0")
+    return lr * decay_rate ** math.floor(epoch / decay_epochs)
+
+
+def multistep_lr(epoch: float, lr: float, milestones: Sequence[float], decay_rate: float) -> float:
+    """``lr * decay_rate ** (number of milestones <= epoch)`` (milestones sorted ascending)."""
+    ms = sorted(float(m) for m in milestones)
+    return lr * decay_rate ** bisect.bisect_right(ms, epoch)
+
+
+def cosine_lr(epoch: float, lr: float, t_initial: float, lr_min: float = 0.0) -> float:
+    """One cosine cycle from ``lr`` at 0 to ``lr_min`` at ``t_initial``; ``lr_min`` afterwards (no restart)."""
+    if t_initial <= 0:
+        raise ValueError(f"cosine_lr: t_initial = {t_initial!r} must be > 0")
+    if epoch >= t_initial:
+        return float(lr_min)
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * epoch / t_initial))
+
+
+def linear_lr(epoch: float, lr: float, total_epochs: float, lr_min: float = 0.0) -> float:
+    """Linear decay from ``lr`` at 0 to ``lr_min`` at ``total_epochs``; ``lr_min`` afterwards."""
+    if total_epochs <= 0:
+        raise ValueError(f"linear_lr: total_epochs = {total_epochs!r} must be > 0")
+    return lr_min + (lr - lr_min) * max(0.0, 1.0 - epoch / total_epochs)
+
+
+def warmup_lr(epoch: float, lr: float, warmup_epochs: float, warmup_start_lr: float) -> float:
+    """timm linear warmup: ``warmup_start_lr + epoch * (lr - warmup_start_lr) / warmup_epochs``."""
+    return warmup_start_lr + epoch * (lr - warmup_start_lr) / warmup_epochs
+
+
+def cream_supernet_factor(step: float, lr_cfg: float, iters: float) -> float:
+    """Cream supernet ``LambdaLR`` factor: ``max(LR - step / ITERS, 0)`` (``lib/utils/util.py``)."""
+    if iters <= 0:
+        raise ValueError(f"cream_supernet_factor: iters = {iters!r} must be > 0")
+    return max(lr_cfg - step / iters, 0.0)
+
+
+def cream_supernet_lr(step: float, base_lr: float, lr_cfg: float, iters: float) -> float:
+    """LR of a Cream supernet parameter group whose base LR is ``base_lr`` after ``step`` scheduler steps."""
+    return base_lr * cream_supernet_factor(step, lr_cfg, iters)
+
+
+def pcdarts_cosine_lr(epoch: float, lr: float, t_max: float, eta_min: float = 0.0) -> float:
+    """Closed form of ``CosineAnnealingLR``: ``eta_min + (lr - eta_min)(1 + cos(pi * epoch / t_max)) / 2``.
+
+    PC-DARTS calls ``scheduler.step()`` at the *start* of each epoch: on PyTorch <= 1.0 (the code's target)
+    epoch ``e`` trains with ``pcdarts_cosine_lr(e, ...)``; on PyTorch >= 1.1 with ``pcdarts_cosine_lr(e + 1, ...)``.
+    The caller picks the convention explicitly (``pcdarts.md`` §2.3 recommends ``e``).
+    """
+    if t_max <= 0:
+        raise ValueError(f"pcdarts_cosine_lr: t_max = {t_max!r} must be > 0")
+    return eta_min + (lr - eta_min) * (1.0 + math.cos(math.pi * epoch / t_max)) / 2.0
+
+
+def pcdarts_imagenet_linear_lr(epoch: int, lr: float = 0.5, epochs: int = 250, warmup_epochs: int = 5,
+                               warmup: bool = True) -> float:
+    """PC-DARTS ``train_imagenet.py`` 'linear' ``adjust_lr`` plus its warm-up overwrite (batch > 256).
+
+    ``lr * (epochs - 5 - e) / (epochs - 5)`` while ``epochs - e > 5``, else ``lr * (epochs - e) / ((epochs - 5) * 5)``;
+    during the first ``warmup_epochs`` epochs (when ``warmup``) ``lr * (e + 1) / warmup_epochs``.
+    """
+    tail = 5
+    if warmup and epoch < warmup_epochs:
+        return lr * (epoch + 1) / warmup_epochs
+    if epochs - epoch > tail:
+        return lr * (epochs - tail - epoch) / (epochs - tail)
+    return lr * (epochs - epoch) / ((epochs - tail) * tail)
+
+
+# --------------------------------------------------------------------------------------------- objects
+class Schedule:
+    """A main schedule with optional linear warmup.  ``lr_at(t)`` is a pure function of the epoch ``t``."""
+
+    name = "schedule"
+
+    def __init__(self, lr: float, warmup_epochs: float = 0.0, warmup_lr: float = 0.0, per_step: bool = False,
+                 warmup_prefix: bool = False, total_epochs: Optional[float] = None):
+        if lr < 0:
+            raise ValueError(f"{self.name} schedule: lr = {lr!r} must be >= 0")
+        if warmup_epochs < 0:
+            raise ValueError(f"{self.name} schedule: warmup_epochs = {warmup_epochs!r} must be >= 0")
+        self.base_lr = float(lr)
+        self.warmup_epochs = float(warmup_epochs)
+        self.warmup_lr = float(warmup_lr)
+        self.per_step = bool(per_step)
+        self.warmup_prefix = bool(warmup_prefix)
+        self.total_epochs = total_epochs
+
+    # The main schedule at epoch t (no warmup); subclasses override.
+    def main(self, t: float) -> float:
+        raise NotImplementedError
+
+    def lr_at(self, epoch: float) -> float:
+        t = float(epoch)
+        if t < 0:
+            raise ValueError(f"{self.name} schedule: epoch = {epoch!r} must be >= 0")
+        if self.warmup_epochs > 0 and t < self.warmup_epochs:
+            return warmup_lr(t, self.base_lr, self.warmup_epochs, self.warmup_lr)
+        if self.warmup_prefix:
+            t -= self.warmup_epochs
+        return float(self.main(t))
+
+    __call__ = lr_at
+
+    def lr_for(self, epoch: int, step_in_epoch: int = 0, steps_per_epoch: int = 1) -> float:
+        """LR of update ``step_in_epoch`` of epoch ``epoch`` (see the module docstring)."""
+        if not self.per_step:
+            return self.lr_at(epoch)
+        if steps_per_epoch < 1:
+            raise ValueError(f"{self.name} schedule: steps_per_epoch = {steps_per_epoch!r} must be >= 1")
+        return self.lr_at(epoch + step_in_epoch / steps_per_epoch)
+
+    def describe(self) -> dict:
+        out = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        out["name"] = self.name
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class ConstantSchedule(Schedule):
+    name = "constant"
+
+    def main(self, t: float) -> float:
+        return constant_lr(t, self.base_lr)
+
+
+class StepSchedule(Schedule):
+    name = "step"
+
+    def __init__(self, lr: float, decay_epochs: float, decay_rate: float, **kw: Any):
+        super().__init__(lr, **kw)
+        if decay_epochs <= 0:
+            raise ValueError(f"step schedule: decay_epochs = {decay_epochs!r} must be > 0")
+        self.decay_epochs = float(decay_epochs)
+        self.decay_rate = float(decay_rate)
+
+    def main(self, t: float) -> float:
+        return step_lr(t, self.base_lr, self.decay_epochs, self.decay_rate)
+
+
+class MultiStepSchedule(Schedule):
+    name = "multistep"
+
+    def __init__(self, lr: float, milestones: Sequence[float], decay_rate: float, **kw: Any):
+        super().__init__(lr, **kw)
+        self.milestones: Tuple[float, ...] = tuple(sorted(float(m) for m in milestones))
+        self.decay_rate = float(decay_rate)
+
+    def main(self, t: float) -> float:
+        return multistep_lr(t, self.base_lr, self.milestones, self.decay_rate)
+
+
+class CosineSchedule(Schedule):
+    name = "cosine"
+
+    def __init__(self, lr: float, t_initial: float, lr_min: float = 0.0, cooldown_epochs: float = 0.0, **kw: Any):
+        kw.setdefault("total_epochs", float(t_initial) + float(cooldown_epochs))
+        super().__init__(lr, **kw)
+        if t_initial <= 0:
+            raise ValueError(f"cosine schedule: t_initial = {t_initial!r} must be > 0")
+        self.t_initial = float(t_initial)
+        self.lr_min = float(lr_min)
+        self.cooldown_epochs = float(cooldown_epochs)
+
+    def main(self, t: float) -> float:
+        return cosine_lr(t, self.base_lr, self.t_initial, self.lr_min)
+
+
+class LinearSchedule(Schedule):
+    name = "linear"
+
+    def __init__(self, lr: float, decay_epochs: float, lr_min: float = 0.0, **kw: Any):
+        kw.setdefault("total_epochs", float(decay_epochs))
+        super().__init__(lr, **kw)
+        if decay_epochs <= 0:
+            raise ValueError(f"linear schedule: decay_epochs = {decay_epochs!r} must be > 0")
+        self.decay_epochs = float(decay_epochs)
+        self.lr_min = float(lr_min)
+
+    def main(self, t: float) -> float:
+        return linear_lr(t, self.base_lr, self.decay_epochs, self.lr_min)
+
+
+SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear")
+
+
+def _cfg_get(node: Any, key: str, default: Any) -> Any:
+    try:
+        return node[key] if key in node else default
+    except TypeError:
+        return getattr(node, key, default)
+
+
+def build_schedule(cfg: Any) -> Schedule:
+    """The schedule of a config: ``OPTIM.LR`` and ``SCHED.*`` (``TRAIN.EPOCHS`` for cosine / linear).
+
+    SCHED.NAME       constant | step | cosine | linear (| multistep when SCHED.MILESTONES exists)
+    SCHED.WARMUP_EPOCHS, SCHED.WARMUP_LR   timm linear warmup
+    SCHED.DECAY_EPOCHS, SCHED.DECAY_RATE   step decay period and factor (multistep: factor)
+    SCHED.MIN_LR     cosine / linear floor
+    SCHED.PER_STEP   sample the schedule at fractional epochs (see the module docstring)
+    cosine: TRAIN.EPOCHS is the whole run: t_initial = TRAIN.EPOCHS - SCHED.COOLDOWN_EPOCHS, then MIN_LR
+            for the cooldown (Cream: 510 epochs = 500 of cosine + 10 of cooldown);
+    linear: decays to MIN_LR at TRAIN.EPOCHS.
+    """
+    sched, optim = cfg["SCHED"], cfg["OPTIM"]
+    name = str(sched["NAME"])
+    lr = float(optim["LR"])
+    epochs = float(cfg["TRAIN"]["EPOCHS"]) if "TRAIN" in cfg else 0.0
+    common = dict(
+        warmup_epochs=float(sched["WARMUP_EPOCHS"]),
+        warmup_lr=float(sched["WARMUP_LR"]),
+        per_step=bool(sched["PER_STEP"]),
+        warmup_prefix=bool(_cfg_get(sched, "WARMUP_PREFIX", False)),
+    )
+    if name == "constant":
+        return ConstantSchedule(lr, **common)
+    if name == "step":
+        return StepSchedule(lr, float(sched["DECAY_EPOCHS"]), float(sched["DECAY_RATE"]), **common)
+    if name == "multistep":
+        milestones = _cfg_get(sched, "MILESTONES", None)
+        if not milestones:
+            raise ValueError("SCHED.NAME = 'multistep' needs SCHED.MILESTONES (a list of epochs)")
+        return MultiStepSchedule(lr, milestones, float(sched["DECAY_RATE"]), **common)
+    if name in ("cosine", "linear"):
+        if epochs <= 0:
+            raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
+        if name == "cosine":
+            cooldown = float(_cfg_get(sched, "COOLDOWN_EPOCHS", 0.0))
+            if not 0.0 <= cooldown < epochs:
+                raise ValueError(f"SCHED.COOLDOWN_EPOCHS = {cooldown!r} must be in [0, TRAIN.EPOCHS = {epochs!r})")
+            return CosineSchedule(lr, epochs - cooldown, float(sched["MIN_LR"]), cooldown_epochs=cooldown, **common)
+        return LinearSchedule(lr, epochs, float(sched["MIN_LR"]), **common)
+    raise ValueError(f"SCHED.NAME = {name!r} is not one of {list(SCHEDULE_NAMES)}")

@@ -1,0 +1,43 @@
+"""Losses and metrics, the same formulas as ``torch_impl/losses.py`` (reference: ``common/optim_reference.py``).
+
+The class axis is 1 (torch convention) in both backends; logits are ``[N, C]`` or ``[N, C, *]``.  (Paddle's own
+``F.cross_entropy`` uses ``axis=-1`` by default, anchors.md §3.3 row 23.)
+"""
+from __future__ import annotations
+
+from typing import Iterable, List
+
+import paddle
+import paddle.nn.functional as F
+
+__all__ = ["cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+
+
+def cross_entropy(logits: paddle.Tensor, target: paddle.Tensor, label_smoothing: float = 0.0) -> paddle.Tensor:
+    """timm ``LabelSmoothingCrossEntropy``: mean of ``(1-s)*nll + s*mean_c(-log p_c)``; ``s = 0`` is plain CE."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing = {label_smoothing!r} must be in [0, 1)")
+    logp = F.log_softmax(logits, axis=1)
+    index = paddle.unsqueeze(target.astype("int64"), 1)
+    nll = -paddle.squeeze(paddle.take_along_axis(logp, index, axis=1), 1)
+    if label_smoothing == 0.0:
+        return nll.mean()
+    smooth = -logp.mean(axis=1)
+    return ((1.0 - label_smoothing) * nll + label_smoothing * smooth).mean()
+
+
+def soft_target_cross_entropy(logits: paddle.Tensor, target_probs: paddle.Tensor) -> paddle.Tensor:
+    """Mean over samples of ``sum_c -t_c * log p_c`` (timm ``SoftTargetCrossEntropy``, class axis 1)."""
+    return paddle.sum(-target_probs * F.log_softmax(logits, axis=1), axis=1).mean()
+
+
+def accuracy_topk(logits: paddle.Tensor, target: paddle.Tensor, ks: Iterable[int] = (1, 5)) -> List[paddle.Tensor]:
+    """Top-k accuracy in percent for each k, as 0-d tensors (no host sync).
+
+    A sample is a top-k hit when fewer than k classes have a strictly larger logit than the target class, so
+    exact ties count as hits in both backends (``topk`` index order on ties is framework-specific)."""
+    with paddle.no_grad():
+        index = paddle.unsqueeze(target.astype("int64"), 1)
+        target_logit = paddle.take_along_axis(logits, index, axis=1)
+        greater = paddle.sum((logits > target_logit).astype("int64"), axis=1)
+        return [(greater < int(k)).astype(logits.dtype).mean() * 100.0 for k in ks]
