@@ -96,7 +96,8 @@ _C.SCHED.WARMUP_PREFIX = False   # True: the decay starts counting after the war
 _C.TRAIN = CN()
 _C.TRAIN.EPOCHS = 1
 _C.TRAIN.LABEL_SMOOTHING = 0.0
-_C.TRAIN.EMA_DECAY = 0.0     # model EMA decay (0 = off)
+_C.TRAIN.EMA_DECAY = 0.0     # model EMA decay (0 = off); when on, the EMA weights are evaluated as the best model
+_C.TRAIN.AUX_WEIGHT = 0.0    # weight of an auxiliary head's loss (PNASNet: 0.4)
 _C.TRAIN.LOG_INTERVAL = 20
 _C.TRAIN.EVAL_EVERY = 1      # epochs
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # 0 = the whole epoch (tests use small values)

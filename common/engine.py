@@ -156,7 +156,7 @@ def train(cfg, backend, spec_module, spec, run_dir: str) -> int:
                 break
             if cfg.SCHED.PER_STEP:
                 lr = schedule(epoch + step / steps_per_epoch)
-            stats = trainer.train_step(images, labels, lr)
+            stats = trainer.train_step(images, labels, lr, step=global_step)
             if not math.isfinite(stats["loss"]):
                 raise TrainingError(f"loss is {stats['loss']} at epoch {epoch + 1}, step {step + 1} "
                                     f"(global step {global_step + 1}, lr {lr:.3g}): stopping")

@@ -53,6 +53,11 @@ class Backend:
     def count_parameters(self, model, trainable_only: bool = True) -> int:
         return layout.count_parameters(model, trainable_only)
 
+    def make_trainer(self, model, cfg, spec=None, for_eval: bool = False):
+        from torch_impl.trainer import Trainer
+
+        return Trainer(self, model, cfg, spec, for_eval=for_eval)
+
     # ----------------------------------------------------------------------------------- tensors
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
