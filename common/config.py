@@ -102,6 +102,26 @@ _C.TRAIN.LOG_INTERVAL = 20
 _C.TRAIN.EVAL_EVERY = 1      # epochs
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # 0 = the whole epoch (tests use small values)
 
+_C.CREAM = CN()
+# A custom child-net path: a list of 7 lists of choice indices (0..5 = k3e4 k3e6 k5e4 k5e6 k7e4 k7e6), written
+# as a YAML list in a file (ARCH: [[0], [3], [3, 3], [3, 3], [3], [3], [0]]) or as one quoted argument on the
+# command line (CREAM.ARCH "[[0], [3], [3, 3], [3, 3], [3], [3], [0]]").  Empty = the released net MODEL.NAME.
+_C.CREAM.ARCH = ()
+# False = upstream's builder (a single-block stage keeps its template kernel/expansion; the released checkpoints
+# need this); True = apply the arch list everywhere.
+_C.CREAM.HONOUR_SINGLE_BLOCK_CHOICES = False
+
+_C.PNASNET = CN()
+# Build the TF auxiliary head (aux_<k>: after cell 7 of Large, 5 of Mobile).  On: the training forward returns
+# (logits, aux_logits) and the loss adds TRAIN.AUX_WEIGHT (TF: 0.4) times the aux loss; eval never runs it.  Off:
+# the eval model, whose state dict is timm's / Cadene's (86,061,989 trainable for Large with 1001 classes).
+_C.PNASNET.AUX_HEAD = False
+# Drop-path burn-in (TF total_training_steps): the drop probability grows linearly to its final value over this
+# many steps (TF: 250000).  0 = no burn-in: MODEL.DROP_PATH applies in full from step 0.
+_C.PNASNET.TOTAL_TRAINING_STEPS = 250000
+# `parity`: add a TensorFlow column (the official-name float64 graph, run in a subprocess) when TF is installed.
+_C.PNASNET.PARITY_TF = True
+
 _C.PARITY = CN()
 _C.PARITY.BACKENDS = ("torch", "paddle")
 _C.PARITY.DTYPES = ("float64", "float32")
@@ -264,6 +284,11 @@ def _coerce(current: Any, value: Any, key: str, source: str) -> Any:
         if isinstance(value, str):
             return value
     elif isinstance(current, (tuple, list)):
+        if isinstance(value, str) and value.strip().startswith("["):  # a list written as a quoted string
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
         if isinstance(value, (tuple, list)):
             if current and value:
                 proto = current[0]

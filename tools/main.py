@@ -12,6 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+
+# Paddle warns about a missing ccache on import; it only matters for building C++ extensions.
+warnings.filterwarnings("ignore", message="No ccache found")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -56,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+    # KEY VALUE overrides may follow options (`train cfg.yaml --backend paddle TRAIN.EPOCHS 3`); argparse
+    # leaves those as extras, which are overrides unless they look like options.
+    args, extras = parser.parse_known_args(argv)
+    unknown = [item for item in extras if item.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = list(args.overrides) + list(extras)
     try:
         return int(getattr(commands, f"run_{args.command}")(args) or 0)
     except commands.UserError as exc:

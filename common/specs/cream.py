@@ -1,7 +1,8 @@
 """Cream of the Crop (NeurIPS 2020): what the child nets and the supernet *are*, as plain data.
 
-Pure Python (no numpy, no framework).  Both backends build their modules from the specs made here, and the
-checkpoint importers check foreign files against :func:`expected_state_shapes`.
+Pure Python at import time (numpy only inside :func:`init_state`; never a framework).  Both backends build their
+modules from the specs made here, and the checkpoint importers check foreign files against
+:func:`expected_state_shapes`.
 
 Contents
   * the timm block-string grammar (``ir_r1_k3_s2_e4_c24_se0.25``) parsed into frozen :class:`BlockSpec` s;
@@ -12,7 +13,10 @@ Contents
     single-block-stage quirk by default;
   * :func:`build_supernet_spec` -> :class:`CreamSupernetSpec`;
   * pure-Python counting: :func:`count_params`, :func:`count_macs`, and the canonical parameter names and
-    shapes, :func:`expected_state_shapes`.
+    shapes, :func:`expected_state_shapes`;
+  * the entry-point interface of ``common/families.py``: :func:`spec_from_config` (``MODEL.*``, ``DATA.*``,
+    ``CREAM.*`` keys), :func:`describe`, :func:`init_state` (numpy ``goog`` init), :func:`class_names`;
+    plus :func:`param_kinds` and :func:`block_drop_path_rates` for the two model builders.
 
 Semantics follow timm 0.1.20, the version upstream pins (see ``shared/research/cream.md`` §1.2-1.4, §3.1-3.2).
 """
@@ -30,6 +34,8 @@ __all__ = [
     "round_channels", "choice_to_kernel_exp", "kernel_exp_to_choice", "conv_padding", "conv_out_size",
     "build_child_spec", "released_net_spec", "build_supernet_spec", "child_arch_def",
     "count_params", "count_macs", "MAC_RULES", "expected_state_shapes", "net_name",
+    "spec_from_config", "describe", "init_state", "param_kinds", "class_names", "block_drop_path_rates",
+    "parse_arch_text", "format_arch_list", "INIT_RULE",
 ]
 
 # --------------------------------------------------------------------------------------------------------------
@@ -408,6 +414,10 @@ class CreamNetSpec(_NetCommon):
     stages: Tuple[Tuple[LayerSpec, ...], ...] = ()
     honour_single_block_choices: bool = False
     image_size: Optional[int] = None
+    #: stochastic depth: block ``j`` of ``n`` (all stages, in order) drops its residual branch with probability
+    #: ``drop_path_rate * j / n`` (timm's builder rule); only blocks with a skip connection get a DropPath.
+    #: Upstream never sets it (0).
+    drop_path_rate: float = 0.0
 
     def iter_blocks(self) -> Iterator[Tuple[str, LayerSpec]]:
         for s, stage in enumerate(self.stages):
@@ -525,7 +535,8 @@ def _child_blocks(arch: Tuple[Tuple[int, ...], ...], honour: bool) -> List[List[
 
 def build_child_spec(arch_list: ArchList, honour_single_block_choices: bool = False, num_classes: int = 1000,
                      drop_rate: float = 0.0, name: Optional[str] = None, image_size: Optional[int] = None,
-                     stem_ch: int = 16, num_features: int = 1280) -> CreamNetSpec:
+                     stem_ch: int = 16, num_features: int = 1280, drop_path_rate: float = 0.0,
+                     in_chans: int = 3) -> CreamNetSpec:
     """Build the child net of any path ``arch_list`` = ``[[0], s1, s2, s3, s4, s5, [0]]`` (choice indices 0..5).
 
     By default this reproduces upstream's builder, which ignores the chosen index in a single-block stage and
@@ -537,6 +548,10 @@ def build_child_spec(arch_list: ArchList, honour_single_block_choices: bool = Fa
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
     act = _NetCommon.act
     stages = []
     in_ch = round_channels(stem_ch)
@@ -551,7 +566,7 @@ def build_child_spec(arch_list: ArchList, honour_single_block_choices: bool = Fa
     return CreamNetSpec(num_classes=num_classes, stem_ch=round_channels(stem_ch), head_in_ch=in_ch,
                         num_features=num_features, drop_rate=float(drop_rate), name=name, arch_list=arch,
                         stages=tuple(stages), honour_single_block_choices=bool(honour_single_block_choices),
-                        image_size=image_size)
+                        image_size=image_size, drop_path_rate=float(drop_path_rate), in_chans=in_chans)
 
 
 def released_net_spec(name: Union[str, int], honour_single_block_choices: bool = False, num_classes: int = 1000,
@@ -728,7 +743,9 @@ MAC_RULES = ("conv_fc", "thop_2020", "thop")
 
 
 def count_macs(spec: CreamNetSpec, image_size: Optional[int] = None, rule: str = "conv_fc") -> int:
-    """Multiply-accumulates of one forward pass of a child net (batch 1, square ``image_size`` input).
+    """Batch-1 MACs at ``image_size``; default rule 'conv_fc': conv + FC multiply-accumulates (no BN/bias/pool/act).
+
+    One forward pass of a child net on a square ``image_size`` input.
 
     ``rule='conv_fc'`` (default, the plain rule): every convolution costs ``H_out*W_out*C_out*(C_in/groups)*k*k``
     and every fully-connected layer ``in*out`` -- the stem, the blocks' pointwise/depthwise/pointwise-linear
@@ -809,3 +826,206 @@ def count_macs(spec: CreamNetSpec, image_size: Optional[int] = None, rule: str =
         pool(hw, spec.num_features)
     total += spec.num_features * spec.num_classes  # classifier
     return total
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stochastic depth, parameter kinds and numpy init (shared by both builders)
+# --------------------------------------------------------------------------------------------------------------
+
+def block_drop_path_rates(spec: CreamNetSpec) -> Tuple[Tuple[float, ...], ...]:
+    """Per block (``[stage][index]``) drop-path probability: ``spec.drop_path_rate * j / n`` for the ``j``-th of
+    ``n`` blocks counted over all stages (timm's builder rule), 0.0 for blocks without a skip connection (the
+    DropPath sits on the residual branch, so only those blocks build one)."""
+    total = sum(len(stage) for stage in spec.stages)
+    rates = []
+    j = 0
+    for stage in spec.stages:
+        row = []
+        for layer in stage:
+            row.append(spec.drop_path_rate * j / total if (layer.residual and total) else 0.0)
+            j += 1
+        rates.append(tuple(row))
+    return tuple(rates)
+
+
+#: the init rule of the Cream child nets and supernet (timm ``init_weight_goog``, see ``common/init.py``)
+INIT_RULE = "goog"
+
+
+def param_kinds(spec: Union[CreamNetSpec, CreamSupernetSpec]) -> Dict[str, "object"]:
+    """``{canonical name: common.init.ParamSpec}`` for every state tensor, derived from the spec alone.
+
+    It equals what ``ops.named_param_kinds`` reports for the built model in either backend (a test checks it):
+    depthwise convs (``conv_dw``) carry ``groups = channels``, conv/Linear biases carry their weight's shape,
+    BN statistics are their own kinds.
+    """
+    from common import init as I  # numpy; kept out of module import
+
+    shapes = expected_state_shapes(spec)
+    out: Dict[str, object] = {}
+    for name, shape in shapes.items():
+        module, _, leaf = name.rpartition(".")
+        module_leaf = module.rpartition(".")[2]
+        if leaf in ("running_mean", "running_var"):
+            out[name] = I.ParamSpec(I.BN_MEAN if leaf == "running_mean" else I.BN_VAR, shape)
+        elif module_leaf.startswith("bn"):
+            out[name] = I.ParamSpec(I.BN_WEIGHT if leaf == "weight" else I.BN_BIAS, shape)
+        elif module in ("classifier", "meta_layer"):
+            wshape = shapes[f"{module}.weight"]
+            out[name] = I.ParamSpec(I.LINEAR_WEIGHT if leaf == "weight" else I.LINEAR_BIAS, shape, 1, wshape)
+        else:
+            wshape = shapes[f"{module}.weight"]
+            groups = wshape[0] if module_leaf == "conv_dw" else 1
+            out[name] = I.ParamSpec(I.CONV_WEIGHT if leaf == "weight" else I.CONV_BIAS, shape, groups, wshape)
+    return out
+
+
+def init_state(spec: Union[CreamNetSpec, CreamSupernetSpec], rng, dtype=None) -> Dict[str, "object"]:
+    """Initial weights from numpy with timm's ``goog`` rule (``common.init.rule_goog``): conv N(0, sqrt(2/fan_out)),
+    ``fan_out = k*k*out/groups``; BN weight 1, bias 0, running mean 0, running var 1; Linear U(+-1/sqrt(out));
+    biases 0.  Returns ``{canonical name: array}`` for exactly the names of :func:`expected_state_shapes`
+    (float32 unless ``dtype``); the same ``rng`` seed gives the same network on both backends."""
+    import numpy as np
+
+    from common import init as I
+
+    return I.init_state(param_kinds(spec), INIT_RULE, rng, dtype=np.float32 if dtype is None else dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Entry-point interface (common/families.py)
+# --------------------------------------------------------------------------------------------------------------
+
+def parse_arch_text(text: str, key: str = "CREAM.ARCH") -> Tuple[Tuple[int, ...], ...]:
+    """``"[[0], [3], [3, 3], [3, 3], [3], [3], [0]]"`` -> a checked arch list; errors name ``key`` and the value."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"{key} = {text!r} is not a list of lists of choice indices "
+                         f"(e.g. '[[0], [3], [3, 3], [3, 3], [3], [3], [0]]'): {exc}") from None
+    try:
+        return _check_arch_list(value, CHILD_STAGE_TEMPLATES)
+    except ArchListError as exc:
+        raise ValueError(f"{key} = {text!r}: {exc}") from None
+
+
+def format_arch_list(arch_list: ArchList) -> str:
+    """``((0,), (3,), (3, 3), ...)`` -> ``'[[0], [3], [3, 3], ...]'`` (the form ``CREAM.ARCH`` takes)."""
+    return "[" + ", ".join("[" + ", ".join(str(int(i)) for i in stage) + "]" for stage in arch_list) + "]"
+
+
+def _arch_from_value(value, key: str = "CREAM.ARCH") -> Tuple[Tuple[int, ...], ...]:
+    try:
+        return _check_arch_list(value, CHILD_STAGE_TEMPLATES)
+    except ArchListError as exc:
+        raise ValueError(f"{key} = {_as_text(value)}: {exc}") from None
+
+
+def _as_text(value) -> str:
+    try:
+        return format_arch_list(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def spec_from_config(cfg) -> CreamNetSpec:
+    """The child net a config describes.
+
+    ``MODEL.NAME``: one of ``cream14 cream43 cream114 cream287 cream481 cream604`` (also ``Cream-14``, ``14``), or
+    any name when ``CREAM.ARCH`` gives the path (a list of lists, or the same as a string).
+    ``CREAM.HONOUR_SINGLE_BLOCK_CHOICES`` (default False = upstream's builder, which the released checkpoints need).
+    ``MODEL.NUM_CLASSES``, ``MODEL.DROPOUT`` (before the classifier), ``MODEL.DROP_PATH`` (stochastic depth,
+    upstream 0), ``DATA.IMAGE_SIZE`` (the released configs set the published size) and ``DATA.CHANNELS`` (stem
+    input).
+    Errors name the key and the value.
+    """
+    model, data = cfg.MODEL, cfg.DATA
+    cream = cfg.CREAM if "CREAM" in cfg else None
+    arch_value = cream.ARCH if cream is not None else ()
+    if isinstance(arch_value, str):  # a list-of-lists string (also accepted)
+        arch_value = arch_value.strip()
+    honour = bool(cream.HONOUR_SINGLE_BLOCK_CHOICES) if cream is not None else False
+    raw_name = str(model.NAME).strip()
+    released = None
+    if raw_name:
+        try:
+            released = net_name(raw_name)
+        except KeyError:
+            released = None
+    if arch_value:
+        arch = parse_arch_text(arch_value) if isinstance(arch_value, str) else _arch_from_value(arch_value)
+        if released is not None and arch != RELEASED_NETS[released]:
+            raise ValueError(f"MODEL.NAME = {raw_name!r} names the released net {released} "
+                             f"({format_arch_list(RELEASED_NETS[released])}) but CREAM.ARCH = "
+                             f"{format_arch_list(arch)} is another path; give a custom path its own MODEL.NAME "
+                             "(e.g. 'cream_custom')")
+        name = released or raw_name or "custom"
+    else:
+        if not raw_name:
+            raise ValueError(f"MODEL.NAME is empty: set it to one of {', '.join(NET_NAMES)}, or set CREAM.ARCH to a "
+                             "path such as '[[0], [3], [3, 3], [3, 3], [3], [3], [0]]'")
+        if released is None:
+            raise ValueError(f"MODEL.NAME = {raw_name!r} is not a released Cream child net (known: "
+                             f"{', '.join(NET_NAMES)}); for any other path set CREAM.ARCH")
+        arch, name = RELEASED_NETS[released], released
+    num_classes = int(model.NUM_CLASSES)
+    if num_classes < 1:
+        raise ValueError(f"MODEL.NUM_CLASSES = {num_classes!r} must be >= 1")
+    drop_rate = float(model.DROPOUT)
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"MODEL.DROPOUT = {drop_rate!r} must be in [0, 1)")
+    drop_path = float(model.DROP_PATH)
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"MODEL.DROP_PATH = {drop_path!r} must be in [0, 1)")
+    size = int(data.IMAGE_SIZE)
+    if size < 1:
+        raise ValueError(f"DATA.IMAGE_SIZE = {size!r} must be >= 1")
+    channels = int(data.CHANNELS)
+    if channels < 1:
+        raise ValueError(f"DATA.CHANNELS = {channels!r} must be >= 1")
+    return build_child_spec(arch, honour, num_classes, drop_rate, name=name, image_size=size,
+                            drop_path_rate=drop_path, in_chans=channels)
+
+
+def describe(spec: CreamNetSpec) -> Dict[str, object]:
+    """The path, the block strings per stage and the headline numbers of a child net (JSON-able)."""
+    size = spec.image_size
+    out: Dict[str, object] = {
+        "name": spec.name,
+        # the path as CREAM.ARCH takes it; then each stage's blocks, one line per stage
+        "arch_list": format_arch_list(spec.arch_list),
+        "honour_single_block_choices": spec.honour_single_block_choices,
+        "stages": [" ".join(stage) for stage in spec.arch_def],
+        "image_size": size,
+        "in_chans": spec.in_chans,
+        "num_classes": spec.num_classes,
+        "drop_rate": spec.drop_rate,
+        "drop_path_rate": spec.drop_path_rate,
+        "params": count_params(spec),
+    }
+    if size is not None:
+        out["macs"] = {
+            "rule": "conv_fc: every conv H_out*W_out*C_out*(C_in/groups)*k*k + classifier in*out; "
+                    "no BN, bias, pool or activation",
+            "conv_fc": count_macs(spec, size, "conv_fc"),
+            "thop_2020": count_macs(spec, size, "thop_2020"),
+            "thop": count_macs(spec, size, "thop"),
+        }
+    if spec.name in PUBLISHED:
+        published = dict(PUBLISHED[spec.name])
+        published["image_size"] = RELEASED_IMAGE_SIZE[spec.name]
+        published["mflops_rule"] = "thop (2020) on the official model; compare macs.thop_2020"
+        if spec.honour_single_block_choices:
+            published["note"] = ("the published figures are for the official builder "
+                                 "(CREAM.HONOUR_SINGLE_BLOCK_CHOICES False)")
+        if size is not None and size != RELEASED_IMAGE_SIZE[spec.name]:
+            published["note_size"] = f"published at {RELEASED_IMAGE_SIZE[spec.name]} px, this config uses {size} px"
+        out["published"] = published
+    return out
+
+
+def class_names(spec: CreamNetSpec) -> None:
+    """ImageNet class names are not shipped: the CLI prints class indices."""
+    return None
