@@ -106,7 +106,14 @@ class ScalarWriter:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def train(cfg, backend, spec_module, spec, run_dir: str) -> int:
+def check_data(cfg):
+    """Open both splits before any other work, so a missing dataset stops the run at once."""
+    from common.data.build import build_dataset
+
+    return build_dataset(cfg, "train"), build_dataset(cfg, "val")
+
+
+def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
     from tqdm import tqdm
 
     from common.data.build import build_loader
@@ -127,8 +134,9 @@ def train(cfg, backend, spec_module, spec, run_dir: str) -> int:
 
     trainer = backend.make_trainer(model, cfg, spec)
     schedule = build_schedule(cfg)
-    train_loader = build_loader(cfg, "train", epoch=0)
-    val_loader = build_loader(cfg, "val", epoch=0)
+    train_set, val_set = datasets if datasets is not None else check_data(cfg)
+    train_loader = build_loader(cfg, "train", epoch=0, dataset=train_set)
+    val_loader = build_loader(cfg, "val", epoch=0, dataset=val_set)
     steps_per_epoch = len(train_loader)
     if cfg.TRAIN.MAX_STEPS_PER_EPOCH:
         steps_per_epoch = min(steps_per_epoch, cfg.TRAIN.MAX_STEPS_PER_EPOCH)

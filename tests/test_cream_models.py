@@ -384,8 +384,9 @@ def test_cli_train_without_imagenet_stops_with_a_clear_message(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert "data/imagenet" in out.stderr and "DATA.ROOT" in out.stderr
-    assert "train/ and val/" in out.stderr and "builtin_digits" in out.stderr
-    assert not list(run_dir.glob("*.safetensors"))
+    assert "train/<class>/<image> and val/<class>/<image>" in out.stderr and "builtin_digits" in out.stderr
+    assert "configs/cream14_digits.yaml" in out.stderr
+    assert not run_dir.exists()  # stopped before any work: no run folder, no config, no checkpoint
 
 
 def test_imagenet_recipe_runs_on_an_imagefolder_tree(tmp_path):

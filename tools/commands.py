@@ -194,12 +194,16 @@ def run_train(args) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "training")
     module, spec = spec_for(cfg)
+    try:
+        datasets = engine.check_data(cfg)  # a missing dataset stops here, before any folder or model exists
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
     backend = load_backend(args.backend, cfg)
     run_dir = run_dir_for(args, cfg)
     os.makedirs(run_dir, exist_ok=True)
     save_config(cfg, os.path.join(run_dir, "config.yaml"))
     try:
-        return engine.train(cfg, backend, module, spec, run_dir)
+        return engine.train(cfg, backend, module, spec, run_dir, datasets=datasets)
     except (CheckpointError, engine.TrainingError) as exc:
         raise UserError(str(exc)) from None
     except FileNotFoundError as exc:

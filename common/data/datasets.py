@@ -43,9 +43,11 @@ class DatasetNotFoundError(DataError, FileNotFoundError):
 
 def _missing_root_message(path: str, what: str) -> str:
     return (
-        f"{path}: {what} not found. Point DATA.ROOT at a dataset on disk (for example "
-        f"`DATA.ROOT /data/cifar` holding {CIFAR10_DIR}/, or an ImageFolder root holding train/ and val/), "
-        f"or use `DATA.DATASET builtin_digits` to train on the digits dataset that ships with scikit-learn."
+        f"{path}: {what} not found. Point DATA.ROOT at a dataset on disk: an ImageFolder root holding "
+        f"train/<class>/<image> and val/<class>/<image> (the ImageNet layout, e.g. `DATA.ROOT /data/imagenet`), "
+        f"or a folder holding {CIFAR10_DIR}/ for CIFAR. Or train on the digits dataset that ships with "
+        f"scikit-learn: add `DATA.DATASET builtin_digits`, or run the quick start "
+        f"`python tools/main.py train configs/cream14_digits.yaml`."
     )
 
 
