@@ -28,6 +28,7 @@ _C.OUTPUT_DIR = ""
 _C.RESUME = ""
 _C.DEVICE = "cpu"          # cpu | gpu
 _C.DTYPE = "float32"       # float32 | float64 (float64 is for parity runs)
+_C.THREADS = 0             # CPU threads for the framework's math (0 = the framework's default)
 
 _C.MODEL = CN()
 _C.MODEL.FAMILY = "cream"  # which NAS system builds the network
@@ -130,9 +131,19 @@ _C.PARITY.STEPS = 3
 _C.PARITY.TRAIN_MODE = True
 
 _C.BENCH = CN()
-_C.BENCH.BATCH_SIZES = (1, 8)
-_C.BENCH.WARMUP = 3
-_C.BENCH.ITERS = 10
+# `bench` (bench/README.md): every contender runs in its own process; timed steps are interleaved across contenders.
+_C.BENCH.BATCH_SIZES = (1, 8)       # eval-mode batch sizes
+_C.BENCH.TRAIN_BATCH_SIZES = (32,)  # train-mode batch sizes (empty = BATCH_SIZES)
+_C.BENCH.WARMUP = 0                 # warmup steps per contender and workload (0 = the family's default)
+_C.BENCH.ITERS = 0                  # timed steps per contender and workload (0 = the family's default)
+_C.BENCH.ROUNDS = 2                 # the timed steps are split into this many interleaved rounds
+_C.BENCH.MODES = ()                 # train and/or eval (empty = the family's default)
+_C.BENCH.CONTENDERS = ()            # e.g. [timm, torch, paddle, torch+cl] (empty = the family's default)
+_C.BENCH.BASELINE = ""              # contender the ratios are taken against ("" = the family's default)
+_C.BENCH.THREADS = 0                # math threads of every contender (0 = all cores)
+_C.BENCH.QUICK = False              # 1 warmup + 2 timed steps, one round, the first batch size of each mode
+_C.BENCH.PROFILE_STEPS = 0          # > 0: after timing, profile this many steps of each contender (logs folder)
+_C.BENCH.TIMEOUT_S = 1800.0         # a worker that does not answer within this many seconds is killed
 
 # Keys whose value must come from a closed set.  Later families register theirs with ``register_enum``.
 ENUMS: Dict[str, Sequence[Any]] = {
@@ -192,6 +203,7 @@ def validate(cfg: CN, source: str) -> None:
         ("DATA.IMAGE_SIZE", lambda v: v >= 1, "must be >= 1"),
         ("DATA.CHANNELS", lambda v: v in (1, 3), "must be 1 or 3"),
         ("DATA.WORKERS", lambda v: v >= 0, "must be >= 0"),
+        ("THREADS", lambda v: v >= 0, "must be >= 0"),
         ("MODEL.NUM_CLASSES", lambda v: v >= 1, "must be >= 1"),
         ("MODEL.DROPOUT", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
         ("MODEL.DROP_PATH", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),

@@ -30,7 +30,7 @@ class Backend:
         self.dtype_name = dtype
         self.dtype = {"float32": paddle.float32, "float64": paddle.float64}[dtype]
         if threads:
-            os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
+            paddle.base.core.set_num_threads(int(threads))  # CPU math threads (oneDNN / OpenMP)
 
     # ----------------------------------------------------------------------------------- models
     def build_model(self, family: str, spec):

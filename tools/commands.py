@@ -39,7 +39,8 @@ def load_backend(name: str, cfg=None, dtype: Optional[str] = None):
         ) from None
     module = importlib.import_module(f"{name}_impl.backend")
     device = cfg.DEVICE if cfg is not None else "cpu"
-    return module.Backend(device=device, dtype=dtype or (cfg.DTYPE if cfg is not None else "float32"))
+    return module.Backend(device=device, dtype=dtype or (cfg.DTYPE if cfg is not None else "float32"),
+                          threads=cfg.THREADS if cfg is not None else None)
 
 
 def spec_for(cfg):
