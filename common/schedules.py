@@ -156,9 +156,9 @@ class Schedule:
         self.warmup_prefix = bool(warmup_prefix)
         self.total_epochs = total_epochs
 
-    # The main schedule at epoch t (no warmup); subclasses override.
+    # The main schedule at epoch t (no warmup); every subclass defines it.
     def main(self, t: float) -> float:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define its main schedule")
 
     def lr_at(self, epoch: float) -> float:
         t = float(epoch)

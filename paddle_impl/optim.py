@@ -178,8 +178,8 @@ class _TwinOptimizer:
             st[slot] = t
         return st[slot]
 
-    def _update(self, name, p, g, lr, wd):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _update(self, name, p, g, lr, wd):  # every optimizer class defines its formula
+        raise TypeError(f"{type(self).__name__} does not define an update formula")
 
 
 class SGD(_TwinOptimizer):

@@ -559,7 +559,7 @@ def test_model_ema_covers_bn_statistics_on_both_backends():
 
 
 def test_model_ema_matches_timm_model_ema():
-    timm_utils = pytest.importorskip("timm.utils")
+    import timm.utils as timm_utils
     t_model, _ = _bn_models()
     ours, theirs = topt.ModelEma(t_model, 0.95), timm_utils.ModelEma(t_model, decay=0.95)
     rng = np.random.default_rng(6)

@@ -14,7 +14,7 @@ from common import tf_image
 from common.tf_image import (central_crop, convert_image_dtype_uint8_to_float32, decode_image_bytes,
                              decode_image_file, inception_eval, resize_bilinear_tf1)
 
-skimage_data = pytest.importorskip("skimage.data")
+import skimage.data as skimage_data  # noqa: E402  (real photos shipped by scikit-image)
 
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket")   # 512x512, 400x600, 300x451, 427x640
 # Up- and down-scaling, odd and even, square and not, degenerate 1-pixel axes.
@@ -23,7 +23,9 @@ RESIZE_SIZES = (331, 323, 224, 299, 400, 17, 1, (1000, 700), (700, 1000), (5, 51
 
 @pytest.fixture(scope="module")
 def tf():
-    return pytest.importorskip("tensorflow")
+    import tensorflow  # imported late, inside the test, after paddle/torchvision (conftest.py)
+
+    return tensorflow
 
 
 @pytest.fixture(scope="module")

@@ -143,8 +143,8 @@ class _TwinOptimizer:
             st[slot] = torch.full_like(like, fill, memory_format=torch.preserve_format)
         return st[slot]
 
-    def _update(self, names, params, grads, lr, wd):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _update(self, names, params, grads, lr, wd):  # every optimizer class defines its formula
+        raise TypeError(f"{type(self).__name__} does not define an update formula")
 
 
 class SGD(_TwinOptimizer):
