@@ -140,7 +140,7 @@ _C.BENCH.ROUNDS = 2                 # the timed steps are split into this many i
 _C.BENCH.MODES = ()                 # train and/or eval (empty = the family's default)
 _C.BENCH.CONTENDERS = ()            # e.g. [timm, torch, paddle, torch+cl] (empty = the family's default)
 _C.BENCH.BASELINE = ""              # contender the ratios are taken against ("" = the family's default)
-_C.BENCH.THREADS = 0                # math threads of every contender (0 = all cores)
+_C.BENCH.THREADS = 0                # math threads of every contender (0 = THREADS, or all cores when that is 0)
 _C.BENCH.QUICK = False              # 1 warmup + 2 timed steps, one round, the first batch size of each mode
 _C.BENCH.PROFILE_STEPS = 0          # > 0: after timing, profile this many steps of each contender (logs folder)
 _C.BENCH.TIMEOUT_S = 1800.0         # a worker that does not answer within this many seconds is killed

@@ -76,7 +76,8 @@ class Backend:
         return tensor.numpy()
 
     def eval_logits(self, model, images: np.ndarray) -> np.ndarray:
-        model.eval()
+        if model.training:  # switching modes walks every submodule; do it only when needed
+            model.eval()
         with paddle.no_grad():
             return self.to_numpy(model(self.to_tensor(images)))
 

@@ -247,7 +247,7 @@ class Conv2d(nn.Conv2D):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         plan = self._same
         pad = self._pad if plan is None else plan(x)
-        if self._depthwise and x.place.is_gpu_place():
+        if self._depthwise and x.place is not None and x.place.is_gpu_place():  # place is None under to_static
             y = _C_ops.depthwise_conv2d(x, self.weight, self._strides, pad, "EXPLICIT", self._groups,
                                         self._dilations, "NCHW")
         else:

@@ -35,7 +35,8 @@ class Trainer:
 
     def train_step(self, images: np.ndarray, labels: np.ndarray, lr: float, step: int = 0) -> Dict[str, float]:
         model = self.model
-        model.train()
+        if not model.training:  # switching modes walks every submodule; do it only when needed
+            model.train()
         self.masks.start_step(step)
         if hasattr(model, "set_training_step"):
             model.set_training_step(step)
@@ -58,7 +59,8 @@ class Trainer:
 
     def eval_batch(self, images: np.ndarray, labels: np.ndarray, use_ema: bool = False) -> Dict[str, float]:
         model = self.ema.module if (use_ema and self.ema is not None) else self.model
-        model.eval()
+        if model.training:
+            model.eval()
         with paddle.no_grad():
             x = self.backend.to_tensor(images)
             y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))

@@ -1,0 +1,128 @@
+"""Smoke tests of the benchmark harness and the `bench` command (output format, finite figures).
+
+No timing is asserted anywhere: the figures depend on the machine and its load.  The numpy test checks the
+harness mechanics (one worker per contender, interleaved rounds, ratios, peak memory, a failing contender
+reported without stopping the others); the command test runs the Cream benchmark on a tiny config with one
+warmup and two timed steps and checks the table, the CSV and the JSON.
+"""
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench import harness  # noqa: E402  (numpy only)
+
+
+def _finite_positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _numpy(name, **kwargs):
+    return harness.Contender(name=name, framework="numpy", factory="bench.harness:numpy_selftest", kwargs=kwargs)
+
+
+def test_settings_split_iterations_into_rounds():
+    assert harness.Settings(iters=10, rounds=3).round_sizes() == [4, 3, 3]
+    assert harness.Settings(iters=2, rounds=5).round_sizes() == [1, 1]
+    assert harness.Settings(iters=1, rounds=1).round_sizes() == [1]
+
+
+def test_harness_times_contenders_in_worker_processes(tmp_path):
+    contenders = [_numpy("small", size=32), _numpy("large", size=128), _numpy("broken", fail="step"),
+                  _numpy("unbuildable", fail="setup")]
+    settings = harness.Settings(warmup=1, iters=4, rounds=2, threads=1, log_dir=str(tmp_path), quiet=True,
+                                setup_timeout_s=120, step_timeout_s=120)
+    rows = harness.measure(contenders, [harness.Workload("eval", 3)], settings, baseline="small",
+                           extra={"family": "selftest"})
+    by = {r["contender"]: r for r in rows}
+    assert set(by) == {"small", "large", "broken", "unbuildable"}
+    for name in ("small", "large"):
+        r = by[name]
+        assert not r["error"], r["error"]
+        assert r["family"] == "selftest" and r["mode"] == "eval" and r["batch"] == 3 and r["threads"] == 1
+        assert r["iters"] == 4 and r["rounds"] == 2
+        for key in ("img_s", "img_s_p25", "img_s_p75", "ms_step", "ms_min", "first_ms", "peak_mb", "ratio",
+                    "ratio_lo", "ratio_hi", "setup_s"):
+            assert _finite_positive(r[key]), (name, key, r[key])
+        assert r["img_s_p25"] <= r["img_s"] <= r["img_s_p75"]
+        assert math.isclose(r["img_s"] * r["ms_step"] / 1e3, 3.0, rel_tol=1e-9)
+        assert r["step_mb"] >= 0.0 and math.isfinite(r["step_mb"])
+    assert by["small"]["ratio"] == 1.0 and by["small"]["out_max_abs"] == 0.0
+    assert by["large"]["out_max_abs"] is None  # outputs of another shape are not compared
+    assert "asked to fail in a step" in by["broken"]["error"]
+    assert "asked to fail in setup" in by["unbuildable"]["error"]
+    # a log file per contender and workload
+    assert os.path.isfile(tmp_path / "small_eval_bs3.log")
+
+    table = harness.format_table(rows)
+    assert "1.00x base" in table and "FAILED" in table and "failures" in table
+    lines = list(csv.DictReader(harness.rows_to_csv(rows).splitlines()))
+    assert [line["contender"] for line in lines] == ["small", "large", "broken", "unbuildable"]
+    assert list(lines[0]) == list(harness.CSV_COLUMNS)
+    assert harness.ratio_of(rows, "eval", 3, "large", "small") == by["large"]["img_s"] / by["small"]["img_s"]
+    assert harness.ratio_of(rows, "eval", 3, "broken", "small") is None
+
+
+def test_unknown_baseline_and_repeated_names_are_refused(tmp_path):
+    settings = harness.Settings(warmup=0, iters=1, rounds=1, log_dir=str(tmp_path), quiet=True)
+    with pytest.raises(harness.BenchError, match="baseline"):
+        harness.measure([_numpy("a")], [harness.Workload("eval", 1)], settings, baseline="b")
+    with pytest.raises(harness.BenchError, match="repeat"):
+        harness.measure([_numpy("a"), _numpy("a")], [harness.Workload("eval", 1)], settings, baseline="a")
+
+
+def test_unknown_contender_is_named():
+    from bench import cream
+
+    with pytest.raises(harness.BenchError, match="torch\\+bogus"):
+        cream.make_contender("torch+bogus", "cfg.yaml")
+    with pytest.raises(harness.BenchError, match="jax"):
+        cream.make_contender("jax", "cfg.yaml")
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("torch", "paddle", "timm")),
+                    reason="needs torch, paddle and timm")
+def test_bench_command_on_a_tiny_cream_config(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "_BASE_: " + os.path.join(ROOT, "configs", "cream14.yaml") + "\n"
+        "MODEL:\n  NUM_CLASSES: 10\n"
+        "DATA:\n  IMAGE_SIZE: 32\n"
+        "BENCH:\n  QUICK: true\n  THREADS: 1\n  BATCH_SIZES: [2]\n  TRAIN_BATCH_SIZES: [2]\n"
+        "  CONTENDERS: [timm, torch, paddle]\n"
+    )
+    out_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), "bench", str(cfg),
+                           "--output", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    text = proc.stdout
+    assert "Cream cream14 at 32 px" in text and "1.00x base" in text and "goals" in text
+    assert "torch twin >= 1.0x timm" in text and "paddle twin >= 0.8x torch twin" in text
+
+    report = json.loads((out_dir / "bench" / "bench.json").read_text())
+    rows = report["rows"]
+    assert {(r["mode"], r["contender"]) for r in rows} == {
+        (m, c) for m in ("train", "eval") for c in ("timm", "torch", "paddle")}
+    for r in rows:
+        assert not r["error"], r["error"]
+        assert r["family"] == "cream" and r["net"] == "cream14" and r["image_size"] == 32 and r["batch"] == 2
+        assert r["iters"] == 2 and r["threads"] == 1
+        for key in ("img_s", "ms_step", "peak_mb", "ratio", "first_ms"):
+            assert _finite_positive(r[key]), (r["contender"], r["mode"], key, r[key])
+        assert r["params"] == rows[0]["params"]          # timm's model has the twin's parameter count
+        if r["mode"] == "eval":                          # same weights, same batch: the same logits
+            assert r["out_max_abs"] is not None and r["out_max_abs"] < 1e-3
+    assert {g["goal"] for g in report["goals"]} == {"torch twin >= 1.0x timm", "paddle twin >= 0.8x torch twin"}
+    with open(out_dir / "bench" / "bench.csv", newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert len(lines) == 6 and all(float(line["img_s"]) > 0 for line in lines)
