@@ -143,6 +143,10 @@ class PNASNetSpec:
     dense_dropout_keep_prob: float = 0.5
     use_aux_head: bool = True
     skip_reduction_layer_input: bool = True
+    # Whether the *built model* carries the TF aux head (``aux_head.*``; training mode then returns
+    # ``(logits, aux_logits)``).  ``use_aux_head`` is the TF hparam (where the head would sit); this switch
+    # (``PNASNET.AUX_HEAD``) decides whether the twins build it.  Off: the eval model, timm's state dict.
+    build_aux_head: bool = False
 
     def __post_init__(self):
         if self.num_cells < 1 or self.filters < 1 or self.stem_multiplier <= 0:
@@ -154,6 +158,11 @@ class PNASNetSpec:
             raise ValueError(f"{self.name}: keep probabilities must be in (0, 1]")
         if self.num_classes < 1:
             raise ValueError(f"{self.name}: num_classes must be >= 1, got {self.num_classes}")
+        if self.total_training_steps < 0:
+            raise ValueError(f"{self.name}: total_training_steps must be >= 0 (0 = no drop-path burn-in), got "
+                             f"{self.total_training_steps}")
+        if self.build_aux_head and self.aux_head_cell is None:
+            raise ValueError(f"{self.name}: build_aux_head needs use_aux_head and two reduction cells")
 
     # -- derived scalars ---------------------------------------------------------------------------------------
     @property
@@ -343,13 +352,16 @@ def _conv(shapes: Dict[str, Tuple[int, ...]], prefix: str, cout: int, cin: int, 
     shapes[f"{prefix}.weight"] = (cout, cin, k, k)
 
 
-def expected_state_shapes(spec: PNASNetSpec, with_aux: bool = False,
+def expected_state_shapes(spec: PNASNetSpec, with_aux: Optional[bool] = None,
                           image_size: Optional[int] = None) -> Dict[str, Tuple[int, ...]]:
     """``{canonical name: torch-layout shape}`` in module order (timm order for the eval model).
 
     BN entries: weight, bias, running_mean, running_var (no ``num_batches_tracked``).  ``with_aux`` adds the TF
-    aux head, whose 768-conv kernel depends on the input size (``image_size``, default ``spec.image_size``).
+    aux head, whose 768-conv kernel depends on the input size (``image_size``, default ``spec.image_size``);
+    ``None`` (default) = ``spec.build_aux_head``, i.e. exactly the state of the model the twins build.
     """
+    if with_aux is None:
+        with_aux = spec.build_aux_head
     shapes: Dict[str, Tuple[int, ...]] = {}
     _conv(shapes, "conv_0.conv", spec.stem_filters, spec.in_channels, 3)
     _bn(shapes, "conv_0.bn", spec.stem_filters)
@@ -397,11 +409,12 @@ def is_buffer(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in BUFFER_SUFFIXES
 
 
-def count_params(spec: PNASNetSpec, trainable: bool = True, with_aux: bool = False,
+def count_params(spec: PNASNetSpec, trainable: bool = True, with_aux: Optional[bool] = None,
                  image_size: Optional[int] = None) -> int:
     """Trainable parameters (BN running statistics excluded), or every state element with ``trainable=False``.
 
     Large / 1001 classes: 86,061,989 trainable (86,057,668 with 1000), 86,238,977 state elements.
+    ``with_aux=None`` counts what the built model has (``spec.build_aux_head``); the aux head adds 4,586,985 at 331.
     """
     total = 0
     for name, shape in expected_state_shapes(spec, with_aux, image_size).items():
@@ -504,14 +517,14 @@ def aux_head_shapes(spec: PNASNetSpec, image_size: Optional[int] = None) -> Dict
 # Multiply-accumulates.
 # --------------------------------------------------------------------------------------------------------------
 def count_macs(spec: PNASNetSpec, image_size: Optional[int] = None) -> int:
-    """Multiply-accumulates of one image (eval graph, no aux head).
+    """Rule: each conv H_out*W_out*k*k*C_in/groups*C_out + classifier C*classes (eval graph; BN/ReLU/pools/adds free)
 
-    Rule: every convolution counts ``H_out * W_out * (k*k*C_in/groups) * C_out`` (depthwise: ``k*k*C`` per output
-    pixel; pointwise and 1x1 convs ``C_in*C_out``; factorized-reduction paths at their strided output size), plus
-    the classifier ``C * num_classes``.  BatchNorm (foldable), ReLU, pooling, additions, concatenation and the
-    global mean are not counted.  Large at 331: 24,937,400,112 (= the same rule counted with hooks on timm's
-    ``pnasnet5large``; paper 25.0B; timm's benchmark tables say 25.04 GMACs); at 224: 10.82 G.  Mobile at 224:
-    587.3 M (paper 588M).
+    Multiply-accumulates of one image.  Every convolution counts ``H_out * W_out * (k*k*C_in/groups) * C_out``
+    (depthwise: ``k*k*C`` per output pixel; pointwise and 1x1 convs ``C_in*C_out``; factorized-reduction paths at
+    their strided output size), plus the classifier ``C * num_classes``.  BatchNorm (foldable), ReLU, pooling,
+    additions, concatenation and the global mean are not counted.  Large at 331: 24,937,400,112 (= the same rule
+    counted with hooks on timm's ``pnasnet5large``; paper 25.0B; timm's benchmark tables say 25.04 GMACs); at 224:
+    10.82 G.  Mobile at 224: 587.3 M (paper 588M).
     """
     size = spec.image_size if image_size is None else int(image_size)
     sizes = cell_spatial_sizes(spec, size)
@@ -562,7 +575,8 @@ def drop_path_keep_prob(spec: PNASNetSpec, cell_num: int, step: Optional[int] = 
     """Keep probability of drop path in cell ``cell_num`` at global step ``step``.
 
     ``keep = 1 - min(1, step / total_training_steps) * (1 - layer_keep)``.  ``step=None`` means past the burn-in
-    (ratio 1).  Eval (``is_training=False``) and a spec keep prob of 1.0 give exactly 1.0 (no drop path op at all).
+    (ratio 1), as does ``total_training_steps == 0`` (no burn-in).  Eval (``is_training=False``) and a spec keep
+    prob of 1.0 give exactly 1.0 (no drop path op at all).
     ``float32=True`` reproduces TF's arithmetic: ``layer_keep`` in Python double, then the time scaling on float32
     tensors (``1 - ratio * float32(1 - layer_keep)``).
     """
@@ -570,12 +584,15 @@ def drop_path_keep_prob(spec: PNASNetSpec, cell_num: int, step: Optional[int] = 
         return 1.0
     layer_keep = layer_keep_prob(spec, cell_num)
     if float32:
-        if step is None:
+        if step is None or spec.total_training_steps <= 0:
             ratio = np.float32(1.0)
         else:
             ratio = np.minimum(np.float32(1.0), np.float32(step) / np.float32(spec.total_training_steps))
         return float(np.float32(1.0) - ratio * np.float32(1 - layer_keep))
-    ratio = 1.0 if step is None else min(1.0, float(step) / spec.total_training_steps)
+    if step is None or spec.total_training_steps <= 0:
+        ratio = 1.0
+    else:
+        ratio = min(1.0, float(step) / spec.total_training_steps)
     return 1 - ratio * (1 - layer_keep)
 
 
@@ -611,11 +628,199 @@ def describe(spec: PNASNetSpec, image_size: Optional[int] = None) -> Dict[str, o
         "num_classes": spec.num_classes,
         "image_size": size,
         "params": count_params(spec),
+        "params_eval_model": count_params(spec, with_aux=False),
         "macs": count_macs(spec, size),
+        "macs_rule": count_macs.__doc__.strip().splitlines()[0].replace("``", ""),
+        "aux_head": (dict(built=True, **aux_head_shapes(spec, size)) if spec.build_aux_head
+                     else {"built": False, "tf_cell": spec.aux_head_cell}),
+        "training": {"drop_path_keep_prob": spec.drop_path_keep_prob,
+                     "dense_dropout_keep_prob": spec.dense_dropout_keep_prob,
+                     "total_training_steps": spec.total_training_steps,
+                     "bn_eps": spec.bn_eps, "bn_momentum_torch": spec.bn_momentum_torch},
         "cells": [{"name": c.name, "filter_size": c.filter_size, "stride": c.stride, "prev": c.prev_kind,
                    "out_channels": c.out_channels} for c in cell_structures(spec)],
         "spatial_sizes": cell_spatial_sizes(spec, size),
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Entry-point interface (common/families.py): config -> spec, numpy init, the TF parity column.
+# --------------------------------------------------------------------------------------------------------------
+#: canonical module names of the fully connected layers (everything else with a 4-D weight is a conv)
+LINEAR_MODULES = ("last_linear", "aux_head.fc")
+#: TF-slim's PNASNet arg scope: ``variance_scaling_initializer(factor=2.0, mode='FAN_OUT', uniform=False)``
+INIT_RULE = "tf_variance_scaling_fan_out"
+INIT_FACTOR = 2.0
+
+
+#: target length of the accumulation blocks of the classifiers' dot products (see :func:`classifier_block`)
+CLASSIFIER_BLOCK = 128
+
+
+def classifier_block(in_features: int, target: int = CLASSIFIER_BLOCK) -> int:
+    """Block length for the twins' blocked classifier: the divisor of ``in_features`` in ``[target/2, 2*target]``
+    closest to ``target`` (4320 -> 135, 1080 -> 135, 768 -> 128), or 0 (no blocking) when there is none.
+
+    Why: for a batch of a few images the CPU GEMMs (MKL in torch, paddle's matmul) run each 4320-long float32 dot
+    product of ``last_linear`` in one accumulation chain: 3e-6 (torch) / 9e-6 (paddle) of rounding on the logits of
+    Large, 4-13x the 7e-7 of TF's own float32 ``FC`` (Eigen's GEMM accumulates in K blocks).  One batched matmul
+    over blocks of ~128 inputs and a pairwise sum of the block results gives 5e-7 / 7e-7, TF's level (measured on
+    the TF-converted random checkpoint of ``parity_tests/test_pnasnet_parity.py``).  float64 moves by ~1e-16.
+    """
+    if in_features <= 2 * target:
+        return 0
+    candidates = [d for d in range(max(1, target // 2), 2 * target + 1) if in_features % d == 0]
+    return min(candidates, key=lambda d: (abs(d - target), d)) if candidates else 0
+
+
+def spec_from_config(cfg) -> PNASNetSpec:
+    """The network a config describes; errors name the key and the value.
+
+    ``MODEL.NAME``: ``pnasnet5_large`` | ``pnasnet5_mobile`` (aliases ``large``, ``mobile``).  ``MODEL.NUM_CLASSES``
+    (1001 = TF's background + ImageNet-1k, 1000 without it).  ``DATA.IMAGE_SIZE`` (checked with
+    :func:`check_image_size`; the aux head's conv kernel follows it) and ``DATA.CHANNELS``.  Training-only:
+    ``MODEL.DROPOUT`` = 1 - TF ``dense_dropout_keep_prob``, ``MODEL.DROP_PATH`` = 1 - TF ``drop_path_keep_prob``
+    (the final keep of the last cell; earlier cells and early steps keep more, see :func:`drop_path_keep_prob`),
+    ``PNASNET.AUX_HEAD`` (build the TF aux head: training forward returns ``(logits, aux_logits)``, weighted by
+    ``TRAIN.AUX_WEIGHT``), ``PNASNET.TOTAL_TRAINING_STEPS`` (drop-path burn-in; 0 = none).
+    """
+    model, data = cfg.MODEL, cfg.DATA
+    section = cfg.PNASNET if "PNASNET" in cfg else None
+    raw = str(model.NAME).strip()
+    if not raw:
+        raise ValueError(f"MODEL.NAME is empty: set it to one of {', '.join(sorted(SPECS))}")
+    try:
+        base = get_spec(raw)
+    except ValueError:
+        raise ValueError(f"MODEL.NAME = {raw!r} is not a PNASNet-5 network; known: {', '.join(sorted(SPECS))} "
+                         f"(aliases {', '.join(sorted(_ALIASES))})") from None
+    num_classes = int(model.NUM_CLASSES)
+    if num_classes < 1:
+        raise ValueError(f"MODEL.NUM_CLASSES = {num_classes!r} must be >= 1")
+    dropout = float(model.DROPOUT)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"MODEL.DROPOUT = {dropout!r} must be in [0, 1) (1 - TF dense_dropout_keep_prob)")
+    drop_path = float(model.DROP_PATH)
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"MODEL.DROP_PATH = {drop_path!r} must be in [0, 1) (1 - TF drop_path_keep_prob)")
+    size = int(data.IMAGE_SIZE)
+    channels = int(data.CHANNELS)
+    if channels < 1:
+        raise ValueError(f"DATA.CHANNELS = {channels!r} must be >= 1")
+    aux = bool(section.AUX_HEAD) if section is not None else False
+    total = int(section.TOTAL_TRAINING_STEPS) if section is not None else base.total_training_steps
+    if total < 0:
+        raise ValueError(f"PNASNET.TOTAL_TRAINING_STEPS = {total!r} must be >= 0 (0 = no drop-path burn-in)")
+    spec = dataclasses.replace(base, num_classes=num_classes, image_size=size, in_channels=channels,
+                               dense_dropout_keep_prob=1.0 - dropout, drop_path_keep_prob=1.0 - drop_path,
+                               total_training_steps=total, build_aux_head=aux)
+    try:
+        check_image_size(spec, size, with_aux=aux)
+    except ValueError as exc:
+        key = "DATA.IMAGE_SIZE" + (" (with PNASNET.AUX_HEAD)" if aux else "")
+        raise ValueError(f"{key} = {size}: {exc}") from None
+    return spec
+
+
+def param_kinds(spec: PNASNetSpec) -> Dict[str, object]:
+    """``{canonical name: common.init.ParamSpec}`` for every state tensor of the built model, from the spec alone
+    (equal to ``ops.named_param_kinds`` of either backend's model; depthwise convs carry ``groups = channels``)."""
+    from common import init as I  # numpy only
+
+    shapes = expected_state_shapes(spec)
+    out: Dict[str, object] = {}
+    for name, shape in shapes.items():
+        module, _, leaf = name.rpartition(".")
+        if module in LINEAR_MODULES:
+            wshape = shapes[f"{module}.weight"]
+            out[name] = I.ParamSpec(I.LINEAR_WEIGHT if leaf == "weight" else I.LINEAR_BIAS, shape, 1, wshape)
+        elif leaf in BUFFER_SUFFIXES:
+            out[name] = I.ParamSpec(I.BN_MEAN if leaf == "running_mean" else I.BN_VAR, shape)
+        elif len(shape) == 4:
+            groups = shape[0] if module.endswith("depthwise_conv2d") else 1
+            out[name] = I.ParamSpec(I.CONV_WEIGHT, shape, groups, shape)
+        else:
+            out[name] = I.ParamSpec(I.BN_WEIGHT if leaf == "weight" else I.BN_BIAS, shape)
+    return out
+
+
+def _truncated_normal(shape: Tuple[int, ...], stddev: float, rng: np.random.Generator) -> np.ndarray:
+    """N(0, stddev) with every draw beyond two standard deviations redrawn (``tf.truncated_normal``)."""
+    out = rng.standard_normal(shape)
+    bad = np.abs(out) > 2.0
+    while bad.any():
+        out[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(out) > 2.0
+    return out * stddev
+
+
+def rule_tf_fan_out(name: str, pspec, rng: np.random.Generator) -> np.ndarray:
+    """TF-slim's PNASNet init (``tf.contrib.layers.variance_scaling_initializer(2.0, 'FAN_OUT')``): truncated normal
+    with stddev ``sqrt(1.3 * 2 / fan_out)``, ``fan_out = k*k*C_out/groups`` (depthwise: ``k*k``; FC: classes);
+    FC biases 0; BN gamma 1, beta 0, moving mean 0, moving variance 1."""
+    from common import init as I
+
+    if pspec.kind in (I.CONV_WEIGHT, I.LINEAR_WEIGHT):
+        shape = tuple(pspec.shape)
+        receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+        fan_out = shape[0] * receptive // int(pspec.groups)
+        return _truncated_normal(shape, math.sqrt(1.3 * INIT_FACTOR / fan_out), rng)
+    if pspec.kind in (I.BN_WEIGHT, I.BN_VAR):
+        return np.ones(pspec.shape)
+    if pspec.kind in (I.BN_BIAS, I.BN_MEAN, I.CONV_BIAS, I.LINEAR_BIAS):
+        return np.zeros(pspec.shape)
+    raise ValueError(f"{name}: no PNASNet init rule for kind {pspec.kind!r}")
+
+
+def init_state(spec: PNASNetSpec, rng: np.random.Generator, dtype=None) -> Dict[str, np.ndarray]:
+    """Initial weights in numpy (TF-like fan-out variance scaling, :func:`rule_tf_fan_out`) for exactly the names of
+    :func:`expected_state_shapes` (float32 unless ``dtype``); the same ``rng`` seed gives the same network on both
+    backends (each tensor draws from its own stream, seeded by ``rng`` and its name)."""
+    from common import init as I
+
+    return I.init_state(param_kinds(spec), rule_tf_fan_out, rng, dtype=np.float32 if dtype is None else dtype)
+
+
+def class_names(spec: PNASNetSpec) -> None:
+    """ImageNet class names are not shipped (index 0 is TF's background class with 1001 classes)."""
+    return None
+
+
+#: TF endpoint -> canonical module whose output it is (``(model)`` is the root: logits in eval mode)
+TF_ENDPOINT_MODULES = {"conv0_bn": ("conv_0",), "global_pool": ("global_pool",), "logits": ("last_linear", "(model)")}
+
+
+def endpoint_module_names(spec: PNASNetSpec) -> Dict[str, Tuple[str, ...]]:
+    """``{TF endpoint: canonical module names}`` for every endpoint of :func:`endpoint_names`."""
+    return {name: TF_ENDPOINT_MODULES.get(name, (name,)) for name in endpoint_names(spec)}
+
+
+def parity_reference(cfg, spec: PNASNetSpec, weights, images):
+    """The TensorFlow column of ``tools/main.py parity``: the official-name TF graph's eval outputs on ``images``.
+
+    ``weights`` (canonical float64 arrays) are written as a float64 TF checkpoint by
+    ``weights_tools.pnasnet_convert.export_tf_checkpoint`` and run in a float64 TF subprocess (TensorFlow is never
+    imported here); the outputs (``conv0_bn``, every cell, ``global_pool``, ``logits``) come back NCHW, keyed by the
+    module names.  Compared in both dtype runs with ``max_rel <= 1e-5`` (float64 runs land near 1e-13;
+    ``parity_tests/test_pnasnet_parity.py`` holds the strict float64 / float32 bounds).  ``PNASNET.PARITY_TF False``
+    or a missing TensorFlow leaves the column out (returns None, with a note).
+    """
+    import importlib.util
+
+    section = cfg.PNASNET if "PNASNET" in cfg else None
+    if section is not None and not bool(section.PARITY_TF):
+        return None
+    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf_slim") is None:
+        print("parity: tensorflow / tf_slim not installed: no TensorFlow column")
+        return None
+    if spec.in_channels != 3:
+        print(f"parity: the TF reference takes RGB input, DATA.CHANNELS is {spec.in_channels}: no TensorFlow column")
+        return None
+    from weights_tools import pnasnet_convert  # numpy + a TF subprocess
+
+    arrays = pnasnet_convert.tf_reference_outputs(spec, weights, {"x": np.asarray(images)}, dtype="float64")["x"]
+    return {"name": "tensorflow", "arrays": arrays, "stage": "eval_forward", "rel_tol": 1e-5,
+            "note": "(TF-slim-named float64 graph in a subprocess, weights via export_tf_checkpoint)"}
 
 
 __all__: Sequence[str] = (
@@ -624,5 +829,6 @@ __all__: Sequence[str] = (
     "get_spec", "cell_slots", "calc_reduction_layers", "cell_structures", "cell_names", "factorized_split",
     "expected_state_shapes", "count_params", "count_macs", "cell_spatial_sizes", "check_image_size",
     "endpoint_names", "endpoint_shapes", "aux_head_shapes", "layer_keep_prob", "drop_path_keep_prob",
-    "drop_path_schedule", "drop_path_mask", "describe", "is_buffer",
+    "drop_path_schedule", "drop_path_mask", "describe", "is_buffer", "spec_from_config", "param_kinds",
+    "rule_tf_fan_out", "init_state", "class_names", "endpoint_module_names", "parity_reference", "classifier_block",
 )
