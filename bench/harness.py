@@ -69,6 +69,20 @@ class Contender:
     note: str = ""
 
 
+def contender_from_name(family: str, bases: Dict[str, tuple], name: str, cfg_path: str) -> Contender:
+    """``"base+flag+flag"`` -> a :class:`Contender`; ``bases``: base -> ``(framework, factory, allowed flags)``."""
+    base, *flags = name.split("+")
+    if base not in bases:
+        raise BenchError(f"BENCH.CONTENDERS: unknown {family} contender {name!r}; bases: {sorted(bases)} "
+                         f"with flags {', '.join(f'{b}: ' + '/'.join(v[2]) for b, v in bases.items())}")
+    framework, factory, allowed = bases[base]
+    bad = [f for f in flags if f not in allowed]
+    if bad:
+        raise BenchError(f"BENCH.CONTENDERS: {name!r}: unknown flag(s) {bad} for {base} (allowed: {list(allowed)})")
+    return Contender(name=name, framework=framework, factory=factory,
+                     kwargs={"cfg_path": cfg_path, "flags": list(flags)})
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     mode: str

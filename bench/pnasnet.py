@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from bench.harness import BenchError, Contender, Runner, ratio_of, set_paddle_threads, set_torch_threads
+from bench.harness import (BenchError, Contender, Runner, contender_from_name, ratio_of, set_paddle_threads,
+                           set_torch_threads)
 from bench.cream import paddle_eval_step, paddle_profile, torch_profile
 
 FAMILY = "pnasnet"
@@ -53,16 +54,7 @@ BASES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 
 # ------------------------------------------------------------------------------------------------ parent side
 def make_contender(name: str, cfg_path: str) -> Contender:
-    base, *flags = name.split("+")
-    if base not in BASES:
-        raise BenchError(f"BENCH.CONTENDERS: unknown pnasnet contender {name!r}; bases: {sorted(BASES)} "
-                         f"with flags {', '.join(f'{b}: ' + '/'.join(v[2]) for b, v in BASES.items())}")
-    framework, factory, allowed = BASES[base]
-    bad = [f for f in flags if f not in allowed]
-    if bad:
-        raise BenchError(f"BENCH.CONTENDERS: {name!r}: unknown flag(s) {bad} for {base} (allowed: {list(allowed)})")
-    return Contender(name=name, framework=framework, factory=factory,
-                     kwargs={"cfg_path": cfg_path, "flags": list(flags)})
+    return contender_from_name(FAMILY, BASES, name, cfg_path)
 
 
 def header(cfg, spec) -> str:

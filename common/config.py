@@ -120,6 +120,10 @@ _C.PNASNET.AUX_HEAD = False
 # Drop-path burn-in (TF total_training_steps): the drop probability grows linearly to its final value over this
 # many steps (TF: 250000).  0 = no burn-in: MODEL.DROP_PATH applies in full from step 0.
 _C.PNASNET.TOTAL_TRAINING_STEPS = 250000
+# BatchNorm moving-average decay (TF batch_norm_decay): moving = decay * moving + (1 - decay) * batch.  TF trains with
+# 0.9997 (a ~3,300-step average, right for 250k steps); a run of a few hundred steps needs a shorter average, or
+# evaluation sees running statistics still near their initial 0 / 1.
+_C.PNASNET.BN_DECAY = 0.9997
 # `parity`: add a TensorFlow column (the official-name float64 graph, run in a subprocess) when TF is installed.
 _C.PNASNET.PARITY_TF = True
 

@@ -106,11 +106,25 @@ class ScalarWriter:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def check_data(cfg):
-    """Open both splits before any other work, so a missing dataset stops the run at once."""
+def check_data(cfg, splits=("train", "val"), label_offset: int = 0):
+    """Open the splits before any other work, so a missing dataset stops the run at once; check that the
+    labels fit the classifier (``label_offset`` leading logits, e.g. TF's background class, come first)."""
     from common.data.build import build_dataset
 
-    return build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    datasets = tuple(build_dataset(cfg, split) for split in splits)
+    for split, dataset in zip(splits, datasets):
+        classes = getattr(dataset, "num_classes", None)
+        if classes is not None and classes + label_offset > cfg.MODEL.NUM_CLASSES:
+            raise TrainingError(
+                f"the {split} split of DATA.DATASET {cfg.DATA.DATASET!r} has {classes} classes"
+                + (f" (+{label_offset} leading logit)" if label_offset else "")
+                + f", more than MODEL.NUM_CLASSES = {cfg.MODEL.NUM_CLASSES}")
+    return datasets
+
+
+def label_offset_of(spec_module, spec) -> int:
+    """How many leading logits precede dataset class 0 (PNASNet's 1001-class TF head: 1)."""
+    return int(spec_module.label_offset(spec)) if spec is not None and hasattr(spec_module, "label_offset") else 0
 
 
 def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
@@ -134,7 +148,8 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
 
     trainer = backend.make_trainer(model, cfg, spec)
     schedule = build_schedule(cfg)
-    train_set, val_set = datasets if datasets is not None else check_data(cfg)
+    offset = label_offset_of(spec_module, spec)
+    train_set, val_set = datasets if datasets is not None else check_data(cfg, label_offset=offset)
     train_loader = build_loader(cfg, "train", epoch=0, dataset=train_set)
     val_loader = build_loader(cfg, "val", epoch=0, dataset=val_set)
     steps_per_epoch = len(train_loader)
@@ -143,7 +158,7 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
     if steps_per_epoch == 0:
         raise TrainingError(f"the training set gives no full batch of {cfg.DATA.BATCH_SIZE} images")
     logger.info(f"data: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
-                f"{steps_per_epoch} steps per epoch")
+                f"{steps_per_epoch} steps per epoch" + (f", labels shifted by {offset}" if offset else ""))
 
     start_epoch, best = _maybe_resume(cfg, run_dir, trainer, logger)
     metrics = MetricsFile(os.path.join(run_dir, "metrics.csv"), start_epoch)
@@ -164,7 +179,7 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
                 break
             if cfg.SCHED.PER_STEP:
                 lr = schedule(epoch + step / steps_per_epoch)
-            stats = trainer.train_step(images, labels, lr, step=global_step)
+            stats = trainer.train_step(images, labels + offset, lr, step=global_step)
             if not math.isfinite(stats["loss"]):
                 raise TrainingError(f"loss is {stats['loss']} at epoch {epoch + 1}, step {step + 1} "
                                     f"(global step {global_step + 1}, lr {lr:.3g}): stopping")
@@ -186,9 +201,9 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
                "images_per_s": seen / elapsed, "epoch_seconds": elapsed}
 
         if (epoch + 1) % cfg.TRAIN.EVAL_EVERY == 0 or epoch + 1 == cfg.TRAIN.EPOCHS:
-            row.update(_prefixed("val_", evaluate(trainer, val_loader, use_ema=False)))
+            row.update(_prefixed("val_", evaluate(trainer, val_loader, use_ema=False, label_offset=offset)))
             if use_ema:
-                row.update(_prefixed("ema_val_", evaluate(trainer, val_loader, use_ema=True)))
+                row.update(_prefixed("ema_val_", evaluate(trainer, val_loader, use_ema=True, label_offset=offset)))
         score = row.get("ema_val_top1" if use_ema else "val_top1")
         improved = score is not None and (best is None or score > best)
         if improved:
@@ -203,12 +218,12 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
     return 0
 
 
-def evaluate(trainer, loader, use_ema: bool) -> Dict[str, float]:
+def evaluate(trainer, loader, use_ema: bool, label_offset: int = 0) -> Dict[str, float]:
     from tqdm import tqdm
 
     loss_sum = correct1 = correct5 = count = 0.0
     for images, labels in tqdm(loader, desc="eval (EMA)" if use_ema else "eval", leave=False, disable=None):
-        out = trainer.eval_batch(images, labels, use_ema=use_ema)
+        out = trainer.eval_batch(images, labels + label_offset, use_ema=use_ema)
         loss_sum += out["loss_sum"]
         correct1 += out["correct1"]
         correct5 += out["correct5"]
@@ -218,21 +233,24 @@ def evaluate(trainer, loader, use_ema: bool) -> Dict[str, float]:
     return {"loss": loss_sum / count, "top1": 100 * correct1 / count, "top5": 100 * correct5 / count}
 
 
-def test(cfg, backend, model, run_dir: str) -> int:
-    """Top-1/top-5 of ``model`` on the validation split; writes ``test_results.json``."""
+def test(cfg, backend, model, run_dir: str, label_offset: int = 0, dataset=None) -> int:
+    """Top-1/top-5 of ``model`` on the validation split; writes ``test_results.json``.  Dataset label k is
+    scored against logit k + ``label_offset`` (PNASNet's 1001-class TF head: 1)."""
     import json
 
     from common.data.build import build_loader
     from common.io_utils import atomic_write_text
 
     logger = get_logger(run_dir, "test")
-    loader = build_loader(cfg, "val", epoch=0)
+    loader = build_loader(cfg, "val", epoch=0, dataset=dataset)
     trainer = backend.make_trainer(model, cfg, None, for_eval=True)
     started = time.perf_counter()
-    result = evaluate(trainer, loader, use_ema=False)
+    result = evaluate(trainer, loader, use_ema=False, label_offset=label_offset)
     result.update({"images": len(loader.dataset), "seconds": time.perf_counter() - started,
                    "backend": backend.describe(), "weights": cfg.MODEL.WEIGHTS,
-                   "model": f"{cfg.MODEL.FAMILY}/{cfg.MODEL.NAME}", "image_size": cfg.DATA.IMAGE_SIZE})
+                   "model": f"{cfg.MODEL.FAMILY}/{cfg.MODEL.NAME}", "image_size": cfg.DATA.IMAGE_SIZE,
+                   "label_offset": label_offset, "preprocessing": cfg.DATA.INTERPOLATION,
+                   "crop_pct": cfg.DATA.CROP_PCT})
     path = os.path.join(run_dir, "test_results.json")
     atomic_write_text(path, json.dumps(result, indent=2))
     logger.info(f"top-1 {result['top1']:.3f}%  top-5 {result['top5']:.3f}%  on {result['images']} images "

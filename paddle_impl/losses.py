@@ -8,16 +8,23 @@ from __future__ import annotations
 from typing import Iterable, List
 
 import paddle
-import paddle.nn.functional as F
 
-__all__ = ["cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+__all__ = ["log_softmax", "cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+
+
+def log_softmax(logits: paddle.Tensor, axis: int = 1) -> paddle.Tensor:
+    """``x - max - log(sum(exp(x - max)))``, torch's formula.  Paddle's own ``F.log_softmax`` (and ``softmax``,
+    ``cross_entropy``) clamps ``x - max`` at -64 on CPU, so a logit more than 64 below the row's largest gets
+    log-probability -64 instead of its true value (tests/test_framework_differences_layers.py)."""
+    shifted = logits - paddle.max(logits, axis=axis, keepdim=True).detach()  # the max cancels in the gradient
+    return shifted - paddle.log(paddle.sum(paddle.exp(shifted), axis=axis, keepdim=True))
 
 
 def cross_entropy(logits: paddle.Tensor, target: paddle.Tensor, label_smoothing: float = 0.0) -> paddle.Tensor:
     """timm ``LabelSmoothingCrossEntropy``: mean of ``(1-s)*nll + s*mean_c(-log p_c)``; ``s = 0`` is plain CE."""
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"cross_entropy: label_smoothing = {label_smoothing!r} must be in [0, 1)")
-    logp = F.log_softmax(logits, axis=1)
+    logp = log_softmax(logits, axis=1)
     index = paddle.unsqueeze(target.astype("int64"), 1)
     nll = -paddle.squeeze(paddle.take_along_axis(logp, index, axis=1), 1)
     if label_smoothing == 0.0:
@@ -28,7 +35,7 @@ def cross_entropy(logits: paddle.Tensor, target: paddle.Tensor, label_smoothing:
 
 def soft_target_cross_entropy(logits: paddle.Tensor, target_probs: paddle.Tensor) -> paddle.Tensor:
     """Mean over samples of ``sum_c -t_c * log p_c`` (timm ``SoftTargetCrossEntropy``, class axis 1)."""
-    return paddle.sum(-target_probs * F.log_softmax(logits, axis=1), axis=1).mean()
+    return paddle.sum(-target_probs * log_softmax(logits, axis=1), axis=1).mean()
 
 
 def accuracy_topk(logits: paddle.Tensor, target: paddle.Tensor, ks: Iterable[int] = (1, 5)) -> List[paddle.Tensor]:

@@ -18,6 +18,7 @@ import torch
 from common.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from common.compare import compare
 from common.config import load_config
+from common.imagenet_names import imagenet1k_class_names
 from common.specs import cream
 from paddle_impl import layout as playout
 from paddle_impl import ops as pops
@@ -196,7 +197,8 @@ def test_released_configs(name):
     assert description["params"] == cream.count_params(spec)
     assert description["macs"]["conv_fc"] == cream.count_macs(spec, spec.image_size)
     assert description["published"]["top1"] == cream.PUBLISHED[name]["top1"]
-    assert cream.class_names(spec) is None
+    names = cream.class_names(spec)  # timm (installed with requirements.txt) ships the ImageNet names
+    assert len(names) == 1000 and names[0].startswith("tench")
 
 
 def test_digits_quick_start_config():
@@ -373,7 +375,44 @@ def test_cli_infer_writes_logits_and_top5(tmp_path):
     assert compare(logits, expected).max_rel <= F32_REL
     top = json.loads((out_dir / "top5.json").read_text())
     assert [item["top"][0]["class"] for item in top] == [int(i) for i in expected.argmax(1)]
-    assert all(len(item["top"]) == 5 and item["top"][0]["name"] == str(item["top"][0]["class"]) for item in top)
+    names = imagenet1k_class_names()  # timm is a requirement: its class-name files give the labels
+    assert all(len(item["top"]) == 5 and item["top"][0]["name"] == names[item["top"][0]["class"]] for item in top)
+
+
+def test_cli_infer_on_image_files_uses_the_eval_preprocessing(tmp_path):
+    """PNG files in, the validation transform applied (resize, centre crop, normalise), the dataset's own class
+    names out for a 10-class digits head."""
+    from PIL import Image
+
+    from common.data.build import eval_preprocess
+
+    cfg = load_config(os.path.join(ROOT, "configs", "cream14_digits.yaml"))
+    spec = cream.spec_from_config(cfg)
+    weights = tmp_path / "digits.safetensors"
+    state = random_state(spec, 5)
+    save_checkpoint(str(weights), Checkpoint(model=dict(state), meta={"family": "cream", "name": "cream14"}))
+    rng = np.random.default_rng(2)
+    files = []
+    for i, size in enumerate(((40, 40), (23, 31))):
+        files.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(files[-1])
+    out_dir = tmp_path / "infer"
+    out = cli("infer", os.path.join(ROOT, "configs", "cream14_digits.yaml"), "MODEL.WEIGHTS", str(weights),
+              "--backend", "torch", "--inputs", *files, "--output", str(out_dir), "--topk", "3")
+    assert out.returncode == 0, out.stderr
+    batch = np.stack([eval_preprocess(cfg, f) for f in files])
+    assert batch.shape == (2, 3, 32, 32)
+    expected = _logits(TorchBackend, spec, state, batch)
+    assert compare(np.load(out_dir / "logits.npy"), expected).max_rel <= F32_REL
+    top = json.loads((out_dir / "top3.json").read_text())
+    assert [item["input"] for item in top] == files
+    assert [item["top"][0]["name"] for item in top] == [str(int(k)) for k in expected.argmax(1)]
+
+
+def test_cli_infer_names_a_missing_image(tmp_path):
+    out = cli("infer", os.path.join(ROOT, "configs", "cream14_digits.yaml"), "--backend", "torch",
+              "--inputs", str(tmp_path / "nope.png"))
+    assert out.returncode == 2 and "nope.png" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_cli_train_without_imagenet_stops_with_a_clear_message(tmp_path):

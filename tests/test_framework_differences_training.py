@@ -24,6 +24,7 @@ from torch_impl import losses as tlosses
 from torch_impl import optim as topt
 
 EQ = 1e-12  # equal formulas in float64
+F32_EPS = float(np.finfo(np.float32).eps)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -477,6 +478,44 @@ def test_row23_cross_entropy_axis_and_label_smoothing():
     b = float(plosses.soft_target_cross_entropy(paddle.to_tensor(x2), paddle.to_tensor(probs)))
     assert abs(a - b) <= EQ and abs(a - ref.soft_target_cross_entropy_ref(x2, probs)) <= EQ
     assert abs(a - float(timm_loss.SoftTargetCrossEntropy()(torch.tensor(x2), torch.tensor(probs)))) <= EQ
+
+
+# ------------------------------------------------------------------------------------------------ NEW
+@pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="documents the CPU build's kernels")
+def test_new_paddle_cpu_softmax_family_clamps_at_minus_64():
+    """NEW (not in anchors.md, found by the parity harness on PNASNet-5 Mobile with a 10-class head, whose TF
+    fan-out init gives logits spread over ~100): paddle's CPU log_softmax, softmax and cross_entropy clamp
+    ``x - max`` at -64, so a logit more than 64 below the row's largest gets log-probability -64 (softmax
+    e^-64).  torch computes the true values.  The twins' losses use the unclamped formula in both backends."""
+    tF, pF = torch.nn.functional, paddle.nn.functional
+    x = np.array([[90.0, 1.0, -5.0], [2.0, 1.0, 0.5]])     # row 0: two logits 89 and 95 below the max
+    y = np.array([1, 0])
+    true_logp = x - x.max(1, keepdims=True)
+    true_logp -= np.log(np.exp(true_logp).sum(1, keepdims=True))
+    assert np.abs(tF.log_softmax(torch.tensor(x), 1).numpy() - true_logp).max() <= EQ
+    clamped = pF.log_softmax(paddle.to_tensor(x), axis=1).numpy()
+    assert clamped[0, 1] == clamped[0, 2] == -64.0 and np.abs(clamped[1] - true_logp[1]).max() <= EQ
+    assert pF.softmax(paddle.to_tensor(x), axis=1).numpy()[0, 2] == pytest.approx(np.exp(-64.0), rel=1e-12)
+    assert float(pF.cross_entropy(paddle.to_tensor(x[:1]), paddle.to_tensor(y[:1]))) == pytest.approx(64.0)
+    assert float(tF.cross_entropy(torch.tensor(x[:1]), torch.tensor(y[:1]))) == pytest.approx(89.0, abs=1e-12)
+    # float32 too
+    clamped32 = pF.log_softmax(paddle.to_tensor(x.astype(np.float32)), axis=1).numpy()
+    assert clamped32[0, 2] == np.float32(-64.0)
+    # Twins: the true values, forward and gradient, in both dtypes.
+    for dtype, tol in ((np.float64, EQ), (np.float32, 4 * F32_EPS * 95)):
+        xt = torch.tensor(x.astype(dtype), requires_grad=True)
+        xp = paddle.to_tensor(x.astype(dtype), stop_gradient=False)
+        lt, lp = tlosses.log_softmax(xt, 1), plosses.log_softmax(xp, 1)
+        assert np.abs(lt.detach().numpy() - true_logp).max() <= tol
+        assert np.abs(lp.numpy() - true_logp).max() <= tol, dtype
+        for s in (0.0, 0.1):
+            a = float(tlosses.cross_entropy(torch.tensor(x.astype(dtype)), torch.tensor(y), s))
+            b = float(plosses.cross_entropy(paddle.to_tensor(x.astype(dtype)), paddle.to_tensor(y), s))
+            want = ref.cross_entropy_ref(x, y, s)
+            assert abs(a - want) <= tol * 2 and abs(b - want) <= tol * 2, (dtype, s, a, b, want)
+        (lt[:, 0] - 2 * lt[:, 2]).sum().backward()
+        (lp[:, 0] - 2 * lp[:, 2]).sum().backward()
+        assert np.abs(xt.grad.numpy() - xp.grad.numpy()).max() <= tol, dtype
 
 
 def test_accuracy_topk_twins_and_ties():

@@ -140,6 +140,8 @@ def run_infer(args) -> int:
         with open(tmp, "wb") as handle:
             np.save(handle, logits)
     class_names = getattr(module, "class_names", lambda _spec: None)(spec)
+    if class_names is None and cfg.DATA.DATASET in ("builtin_digits", "cifar10", "cifar100"):
+        class_names = _dataset_class_names(cfg)
     results = []
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
@@ -162,6 +164,17 @@ def run_infer(args) -> int:
         print(f"{item['input']}: {best['name']} ({best['prob']:.3f})")
     print(f"wrote {logits_path} {list(logits.shape)} and {top_path}")
     return 0
+
+
+def _dataset_class_names(cfg):
+    """Class names of a small built-in or CIFAR dataset (when its files are there), for a head that fits it."""
+    from common.data.build import build_dataset
+
+    try:
+        names = list(build_dataset(cfg, "val").classes)
+    except (OSError, ValueError):
+        return None
+    return names if len(names) == cfg.MODEL.NUM_CLASSES else None
 
 
 def _load_inputs(cfg, inputs: List[str]):
@@ -195,9 +208,9 @@ def run_train(args) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "training")
     module, spec = spec_for(cfg)
-    try:
-        datasets = engine.check_data(cfg)  # a missing dataset stops here, before any folder or model exists
-    except FileNotFoundError as exc:
+    try:  # a missing dataset stops here, before any folder or model exists
+        datasets = engine.check_data(cfg, label_offset=engine.label_offset_of(module, spec))
+    except (FileNotFoundError, engine.TrainingError) as exc:
         raise UserError(str(exc)) from None
     backend = load_backend(args.backend, cfg)
     run_dir = run_dir_for(args, cfg)
@@ -215,13 +228,14 @@ def run_test(args) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "evaluation")
     module, spec = spec_for(cfg)
+    offset = engine.label_offset_of(module, spec)
+    try:  # the validation data must exist before the model is built
+        (val_set,) = engine.check_data(cfg, splits=("val",), label_offset=offset)
+    except (FileNotFoundError, engine.TrainingError) as exc:
+        raise UserError(str(exc)) from None
     backend = load_backend(args.backend, cfg)
     model = build_with_weights(backend, cfg, module, spec, require_weights=True)
-    run_dir = run_dir_for(args, cfg)
-    try:
-        return engine.test(cfg, backend, model, run_dir)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from None
+    return engine.test(cfg, backend, model, run_dir_for(args, cfg), label_offset=offset, dataset=val_set)
 
 
 def run_search(args) -> int:

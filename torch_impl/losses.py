@@ -9,14 +9,19 @@ from typing import Iterable, List
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+__all__ = ["log_softmax", "cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+
+
+def log_softmax(logits: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """``x - max - log(sum(exp(x - max)))`` (torch's own kernel; the paddle twin spells the formula out)."""
+    return F.log_softmax(logits, dim=axis)
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """timm ``LabelSmoothingCrossEntropy``: mean of ``(1-s)*nll + s*mean_c(-log p_c)``; ``s = 0`` is plain CE."""
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"cross_entropy: label_smoothing = {label_smoothing!r} must be in [0, 1)")
-    logp = F.log_softmax(logits, dim=1)
+    logp = log_softmax(logits, axis=1)
     nll = -torch.gather(logp, 1, target.long().unsqueeze(1)).squeeze(1)
     if label_smoothing == 0.0:
         return nll.mean()
@@ -26,7 +31,7 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: f
 
 def soft_target_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Mean over samples of ``sum_c -t_c * log p_c`` (timm ``SoftTargetCrossEntropy``, class axis 1)."""
-    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
+    return torch.sum(-target_probs * log_softmax(logits, axis=1), dim=1).mean()
 
 
 @torch.no_grad()

@@ -422,12 +422,13 @@ def write_checkpoint_tf(arrays: Mapping[str, np.ndarray], prefix: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ TF reference
 def tf_reference_outputs(spec: P.PNASNetSpec, weights: Mapping[str, np.ndarray], batches: Mapping[str, np.ndarray],
-                         dtype: str = "float64", onednn: Optional[bool] = None, endpoints: Iterable[str] = None,
+                         dtype: str = "float64", onednn: Optional[bool] = False, endpoints: Iterable[str] = None,
                          log: Optional[LogFn] = None) -> Dict[str, Dict[str, np.ndarray]]:
     """The TF-slim-named reference graph's eval outputs on NCHW ``batches``: ``{key: {module name: NCHW array}}``.
 
     ``weights`` (canonical) are written with :func:`export_tf_checkpoint` in ``dtype`` and run by
-    ``python -m weights_tools.pnasnet_tf_graph run`` in a subprocess (``onednn``: ``TF_ENABLE_ONEDNN_OPTS``).  Keys:
+    ``python -m weights_tools.pnasnet_tf_graph run`` in a subprocess (``onednn``: ``TF_ENABLE_ONEDNN_OPTS``; off by
+    default: TF 2.21's oneDNN rewrites run this graph 15-20x slower on CPU, bench/pnasnet.py).  Keys:
     ``conv_0`` (TF ``conv0_bn``), ``cell_stem_0`` ... ``cell_<n-1>``, ``global_pool``, ``last_linear`` and
     ``(model)`` (TF ``logits``); ``endpoints`` restricts them (TF endpoint names; default all).
     """

@@ -642,7 +642,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     p.add_argument("--summary", default=None, help="JSON with shapes/statistics of every endpoint and timings")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--endpoints", default="all", help="all | none | comma-separated names (saved in --out)")
-    p.add_argument("--onednn", choices=("0", "1"), default=None, help="TF_ENABLE_ONEDNN_OPTS for this process")
+    p.add_argument("--onednn", choices=("0", "1"), default="0",
+                   help="TF_ENABLE_ONEDNN_OPTS for this process (default 0: the oneDNN rewrites run this graph 15-20x "
+                        "slower on CPU)")
     p.add_argument("--training", action="store_true", help="training graph: batch-statistics BN, drop path, dropout")
     p.add_argument("--with-aux", dest="with_aux", action="store_true", default=None,
                    help="build the aux head (default: with --training only)")

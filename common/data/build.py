@@ -154,6 +154,17 @@ def build_transform(cfg, split: str) -> Compose:
     return Compose(steps)
 
 
+def eval_preprocess(cfg, path: str) -> np.ndarray:
+    """One image file -> the float32 CHW network input, exactly as the validation split prepares its images
+    (TF-exact decoding and Inception preprocessing when DATA.INTERPOLATION is 'tf_bilinear')."""
+    if cfg.DATA.INTERPOLATION == "tf_bilinear":
+        image = ds.convert_channels(decode_like_tensorflow(path), cfg.DATA.CHANNELS)
+    else:
+        image = ds.load_image(path, channels=cfg.DATA.CHANNELS)
+    # The eval pipeline draws no random numbers; the generator only satisfies the transform signature.
+    return build_transform(cfg, "val")(image, np.random.default_rng(0))
+
+
 def build_loader(cfg, split: str, epoch: int = 0, rank: int = 0, world_size: int = 1, dataset=None) -> Loader:
     """A :class:`Loader` over ``build_dataset(cfg, split)`` (or ``dataset``) with ``build_transform(cfg, split)``.
 

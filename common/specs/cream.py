@@ -1026,6 +1026,9 @@ def describe(spec: CreamNetSpec) -> Dict[str, object]:
     return out
 
 
-def class_names(spec: CreamNetSpec) -> None:
-    """ImageNet class names are not shipped: the CLI prints class indices."""
-    return None
+def class_names(spec: CreamNetSpec):
+    """ImageNet names for a 1000-class head when timm's name files are installed; None otherwise (the CLI
+    then prints class indices)."""
+    from common.imagenet_names import class_names_for_head
+
+    return class_names_for_head(spec.num_classes)

@@ -163,6 +163,8 @@ class PNASNetSpec:
                              f"{self.total_training_steps}")
         if self.build_aux_head and self.aux_head_cell is None:
             raise ValueError(f"{self.name}: build_aux_head needs use_aux_head and two reduction cells")
+        if not 0.0 <= self.bn_decay < 1.0:
+            raise ValueError(f"{self.name}: bn_decay must be in [0, 1), got {self.bn_decay}")
 
     # -- derived scalars ---------------------------------------------------------------------------------------
     @property
@@ -682,7 +684,8 @@ def spec_from_config(cfg) -> PNASNetSpec:
     ``MODEL.DROPOUT`` = 1 - TF ``dense_dropout_keep_prob``, ``MODEL.DROP_PATH`` = 1 - TF ``drop_path_keep_prob``
     (the final keep of the last cell; earlier cells and early steps keep more, see :func:`drop_path_keep_prob`),
     ``PNASNET.AUX_HEAD`` (build the TF aux head: training forward returns ``(logits, aux_logits)``, weighted by
-    ``TRAIN.AUX_WEIGHT``), ``PNASNET.TOTAL_TRAINING_STEPS`` (drop-path burn-in; 0 = none).
+    ``TRAIN.AUX_WEIGHT``), ``PNASNET.TOTAL_TRAINING_STEPS`` (drop-path burn-in; 0 = none), ``PNASNET.BN_DECAY``
+    (TF batch_norm_decay of the moving statistics).
     """
     model, data = cfg.MODEL, cfg.DATA
     section = cfg.PNASNET if "PNASNET" in cfg else None
@@ -711,9 +714,12 @@ def spec_from_config(cfg) -> PNASNetSpec:
     total = int(section.TOTAL_TRAINING_STEPS) if section is not None else base.total_training_steps
     if total < 0:
         raise ValueError(f"PNASNET.TOTAL_TRAINING_STEPS = {total!r} must be >= 0 (0 = no drop-path burn-in)")
+    bn_decay = float(section.BN_DECAY) if section is not None else base.bn_decay
+    if not 0.0 <= bn_decay < 1.0:
+        raise ValueError(f"PNASNET.BN_DECAY = {bn_decay!r} must be in [0, 1) (TF batch_norm_decay)")
     spec = dataclasses.replace(base, num_classes=num_classes, image_size=size, in_channels=channels,
                                dense_dropout_keep_prob=1.0 - dropout, drop_path_keep_prob=1.0 - drop_path,
-                               total_training_steps=total, build_aux_head=aux)
+                               total_training_steps=total, build_aux_head=aux, bn_decay=bn_decay)
     try:
         check_image_size(spec, size, with_aux=aux)
     except ValueError as exc:
@@ -781,9 +787,17 @@ def init_state(spec: PNASNetSpec, rng: np.random.Generator, dtype=None) -> Dict[
     return I.init_state(param_kinds(spec), rule_tf_fan_out, rng, dtype=np.float32 if dtype is None else dtype)
 
 
-def class_names(spec: PNASNetSpec) -> None:
-    """ImageNet class names are not shipped (index 0 is TF's background class with 1001 classes)."""
-    return None
+def class_names(spec: PNASNetSpec):
+    """ImageNet names for each logit (index 0 = TF's background with 1001 classes) when timm's name files are
+    installed; None otherwise (or for other class counts), and the CLI prints indices."""
+    from common.imagenet_names import class_names_for_head
+
+    return class_names_for_head(spec.num_classes, label_offset(spec))
+
+
+def label_offset(spec: PNASNetSpec) -> int:
+    """Dataset label k is logit k + 1 for TF's 1001-class heads (0 = background); 0 otherwise."""
+    return 1 if spec.num_classes == 1001 else 0
 
 
 #: TF endpoint -> canonical module whose output it is (``(model)`` is the root: logits in eval mode)
