@@ -46,3 +46,12 @@ def test_family_not_built_yet_says_so(tmp_path):
     out = cli("info", str(cfg))
     assert out.returncode == 2
     assert "nasbench_mr" in out.stderr and "not built yet" in out.stderr
+
+
+def test_dataset_with_more_classes_than_the_head_is_named_before_work(tmp_path):
+    run_dir = tmp_path / "run"
+    out = cli("train", "configs/cream14_digits.yaml", "--backend", "torch", "MODEL.NUM_CLASSES", "5",
+              "--output", str(run_dir))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "has 10 classes" in out.stderr and "MODEL.NUM_CLASSES = 5" in out.stderr
+    assert not run_dir.exists()

@@ -185,6 +185,41 @@ def test_info_command(backend):
     assert round(macs / 1e9, 1) == 24.9 and "at 331x331" in line and "conv H_out*W_out*k*k*C_in/groups*C_out" in line
 
 
+def test_cli_test_scores_imagenet_labels_against_logit_k_plus_1(tmp_path):
+    """``test`` on an ImageNet-layout val folder with the 1001-class TF head: dataset class k (sorted synsets) is
+    logit k + 1.  The classifier is rigged (zero weights, bias ranking logit 1 first and logit 2 second), so every
+    image predicts ImageNet class 0: top-1 is the share of class-0 images (2 of 3) and top-5 is 100%; scoring
+    against logit k (no offset) would give 0% top-1 (logit 1 is then class 1)."""
+    import json
+
+    from PIL import Image
+
+    from common.checkpoint import Checkpoint, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    for synset, count in (("n01440764", 2), ("n01443537", 1)):   # the first two ImageNet-1k synsets
+        folder = tmp_path / "imagenet" / "val" / synset
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG", quality=90)
+    spec = P.spec_from_config(load_config(os.path.join(ROOT, "configs/pnasnet5_mobile.yaml"),
+                                          ["DATA.IMAGE_SIZE", "64"]))
+    state = P.init_state(spec, np.random.default_rng(1))
+    state["last_linear.weight"] = np.zeros_like(state["last_linear.weight"])
+    state["last_linear.bias"] = np.zeros_like(state["last_linear.bias"])
+    state["last_linear.bias"][1], state["last_linear.bias"][2] = 5.0, 4.0
+    weights = tmp_path / "mobile.safetensors"
+    save_checkpoint(str(weights), Checkpoint(model=state, meta={"family": "pnasnet", "name": spec.name}))
+    out = subprocess.run([sys.executable, "tools/main.py", "test", "configs/pnasnet5_mobile.yaml", "--backend",
+                          "paddle", "MODEL.WEIGHTS", str(weights), "DATA.ROOT", str(tmp_path / "imagenet"),
+                          "DATA.IMAGE_SIZE", "64", "--output", str(tmp_path / "run")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert result["label_offset"] == 1 and result["preprocessing"] == "tf_bilinear"
+    assert result["top1"] == pytest.approx(200 / 3) and result["top5"] == pytest.approx(100.0)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # layers with TF semantics
 # ---------------------------------------------------------------------------------------------------------------
