@@ -325,6 +325,14 @@ def test_upstream_pth_tar_runs_on_both_backends(tmp_path):
     direct.load_state_dict(dicts["state_dict"])
     assert np.array_equal(_logits(TorchBackend, spec, plain.model, x),
                           TorchBackend.to_numpy(direct(torch.from_numpy(x)).detach()))
+    # the convert command: .pth.tar -> a Paddle state dict (EMA weights, paddle names and layout)
+    out = cli("convert", "--from", "cream-pth", str(src), "--to", "paddle", str(tmp_path / "14.pdparams"))
+    assert out.returncode == 0, out.stderr
+    assert "network      cream/cream14" in out.stdout
+    from weights_tools.convert import import_paddle
+
+    assert np.array_equal(_logits(PaddleBackend, spec, import_paddle(str(tmp_path / "14.pdparams")).model, x),
+                          via_import_paddle)
 
 
 def test_pdparams_from_the_paddle_model_runs_on_both_backends(tmp_path):

@@ -275,6 +275,18 @@ def test_cli_tf_to_paddle_with_drop_background(mobile, tmp_path):
 
 
 @needs_tf
+def test_cli_tf_with_aux_keeps_the_aux_head(mobile, tmp_path):
+    out = tmp_path / "aux.safetensors"
+    proc = cli("tools/main.py", "convert", "--from", "tf", mobile.prefix, "--to", "neutral", out, "--with-aux")
+    assert "tensors      945 (" in proc.stdout and "aux_5" not in proc.stdout
+    ckpt = CV.import_neutral(str(out))
+    assert ckpt.meta["with_aux"] and ckpt.model["aux_head.conv.weight"].shape[0] == 768
+    refused = cli("tools/main.py", "convert", "--from", "neutral", out, "--to", "paddle", tmp_path / "x.pdparams",
+                  "--with-aux", ok=False)
+    assert refused.returncode == 2 and "--with-aux" in refused.stderr and not (tmp_path / "x.pdparams").exists()
+
+
+@needs_tf
 def test_cli_errors_name_the_variable_and_leave_no_output(mobile, tmp_path):
     # another network's checkpoint
     proc = cli("tools/main.py", "convert", "--from", "tf", mobile.prefix, "--to", "neutral", tmp_path / "x.safetensors",

@@ -259,6 +259,9 @@ def add_convert_arguments(p) -> None:
     p.add_argument("dst", metavar="OUT", help="output file (TF: checkpoint prefix)")
     p.add_argument("--net", default="", help="network name when the source does not say (e.g. cream14, pnasnet5_large)")
     p.add_argument("--drop-background", action="store_true", help="1001 -> 1000 classes (TF ImageNet heads)")
+    p.add_argument("--with-aux", action="store_true",
+                   help="TF PNASNet: also convert the training-only aux head (aux_<k>/* -> aux_head.*) for "
+                        "fine-tuning with PNASNET.AUX_HEAD true; without it the aux head is skipped and reported")
 
 
 def run_convert(args) -> int:

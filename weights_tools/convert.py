@@ -63,15 +63,18 @@ def import_paddle(path: str, net: str = "", **_) -> Checkpoint:
                                    meta={"source_format": "paddle", "source": path}), net, path)
 
 
-def import_cream_pth(path: str, net: str = "", **kw) -> Checkpoint:
+def import_cream_pth(path: str, net: str = "", **_) -> Checkpoint:
     from weights_tools.cream_import import import_cream_checkpoint
 
-    return import_cream_checkpoint(path, net=net or None, **kw)
+    ckpt = import_cream_checkpoint(path, net=net or None)
+    ckpt.meta.update({"family": "cream", "name": ckpt.meta["spec"]})
+    return ckpt
 
 
-def import_tf(path: str, net: str = "", drop_background: bool = False, **_) -> Checkpoint:
+def import_tf(path: str, net: str = "", drop_background: bool = False, with_aux: bool = False, **_) -> Checkpoint:
     pnasnet = importlib.import_module("weights_tools.pnasnet_convert")
-    return pnasnet.import_tf_checkpoint(path, net=net or None, drop_background=drop_background)
+    return pnasnet.import_tf_checkpoint(path, net=net or None, drop_background=drop_background,
+                                        with_aux=with_aux or None)
 
 
 IMPORTERS: Dict[str, Callable[..., Checkpoint]] = {
@@ -148,16 +151,19 @@ def neutral_to_paddle_state(model: Dict[str, np.ndarray]) -> Dict[str, np.ndarra
 
 # ------------------------------------------------------------------------------------------- driver
 def convert(src_format: str, src: str, dst_format: str, dst: str, net: str = "",
-            drop_background: bool = False, log: Callable[[str], None] = print) -> Checkpoint:
+            drop_background: bool = False, with_aux: bool = False, log: Callable[[str], None] = print) -> Checkpoint:
     if src_format not in IMPORTERS:
         raise ConversionError(f"--from {src_format!r}: not one of {list(IMPORT_FORMATS)}")
+    if with_aux and src_format != "tf":
+        raise ConversionError(f"--with-aux: only TF checkpoints carry the aux head apart (--from tf, not "
+                              f"{src_format!r}); other formats convert whatever tensors they hold")
     if dst_format not in EXPORTERS:
         raise ConversionError(f"--to {dst_format!r}: not one of {list(EXPORT_FORMATS)}")
     if src_format != "tf" and not os.path.isfile(src):
         raise ConversionError(f"source checkpoint not found: {src}")
     started = time.perf_counter()
     log(f"reading {src_format} checkpoint {src} ...")
-    ckpt = IMPORTERS[src_format](src, net=net, drop_background=drop_background)
+    ckpt = IMPORTERS[src_format](src, net=net, drop_background=drop_background, with_aux=with_aux)
     if drop_background and src_format != "tf":
         ckpt = drop_background_class(ckpt)
     log(f"writing {dst_format} checkpoint {dst} ...")
@@ -174,7 +180,8 @@ def drop_background_class(ckpt: Checkpoint) -> Checkpoint:
 
 
 def run(args) -> int:
-    convert(args.src_format, args.src, args.dst_format, args.dst, net=args.net, drop_background=args.drop_background)
+    convert(args.src_format, args.src, args.dst_format, args.dst, net=args.net, drop_background=args.drop_background,
+            with_aux=args.with_aux)
     return 0
 
 
