@@ -63,11 +63,15 @@ API::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import itertools
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -376,6 +380,25 @@ def _backend_modules(name: str):
     except ModuleNotFoundError as exc:
         raise ParityError(f"parity backend {name!r}: cannot import it ({exc}); known: torch, paddle") from None
     return backend, capture
+
+
+SPILL_MIN_BYTES = 1 << 20  # arrays of at least this size go to disk when a comparison spills its captures
+
+
+def _spill(obj: Any, folder: str, counter) -> Any:
+    """``obj`` with every large array written to ``folder`` and replaced by a read-only memory map of it, so the
+    four captures of a big network (two backends x float64/float32) need not sit in RAM together."""
+    if isinstance(obj, np.ndarray):
+        if obj.nbytes < SPILL_MIN_BYTES:
+            return obj
+        path = os.path.join(folder, f"{next(counter)}.npy")
+        np.save(path, obj)
+        return np.load(path, mmap_mode="r")
+    if isinstance(obj, dict):
+        return type(obj)((k, _spill(v, folder, counter)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_spill(v, folder, counter) for v in obj)
+    return obj
 
 
 def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping[str, np.ndarray],
@@ -745,7 +768,8 @@ def compare_backends(cfg, spec_module, spec, *, family: Optional[str] = None, st
                      batches: Optional[List[Tuple[np.ndarray, np.ndarray]]] = None,
                      train_mode: Optional[bool] = None, lrs: Optional[Sequence[float]] = None,
                      reference: Any = None, after_load: Optional[Callable[[str, str, Any], None]] = None,
-                     c: float = F32_C, record_inputs: bool = True, verbose: bool = False) -> ParityResult:
+                     c: float = F32_C, record_inputs: bool = True, verbose: bool = False,
+                     spill: bool = False) -> ParityResult:
     """Run ``spec`` in two backends on the same float64 weights and batches and compare everything.
 
     ``cfg``: a config (``MODEL.*``, ``DATA.*``, ``OPTIM.*``, ``TRAIN.*``, ``PARITY.*``); keyword arguments override
@@ -754,7 +778,8 @@ def compare_backends(cfg, spec_module, spec, *, family: Optional[str] = None, st
     0 for the captures, batch k for step k (default :func:`make_batches` from ``cfg.SEED``).  ``lrs``: the LR of
     each step (default :func:`default_lrs`).  ``reference``: a :class:`Reference` (third column).
     ``after_load(backend, dtype, model)`` runs after the weights are loaded into each model (tests sabotage a layer
-    there).  float32 runs always come with float64 runs (their bounds need them).
+    there).  float32 runs always come with float64 runs (their bounds need them).  ``spill``: keep each finished
+    run's large arrays on disk (memory-mapped, in a temporary folder) instead of in RAM.
     """
     family = family or str(cfg.MODEL.FAMILY)
     names = tuple(backends or cfg.PARITY.BACKENDS)
@@ -787,13 +812,25 @@ def compare_backends(cfg, spec_module, spec, *, family: Optional[str] = None, st
 
     caps: Dict[Tuple[str, str], Dict[str, Any]] = {}
     t_start = time.perf_counter()
-    for dtype in run_dtypes:
-        for name in names:
-            t0 = time.perf_counter()
-            caps[(name, dtype)] = _run_backend(name, dtype, cfg, family, spec, weights, batches, groups, steps,
-                                               lrs, train_mode, after_load, record_inputs)
-            if verbose:
-                print(f"parity: {name} {dtype} done in {time.perf_counter() - t0:.1f}s", flush=True)
+    with contextlib.ExitStack() as stack:
+        spill_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="parity_spill_")) if spill else None
+        counter = itertools.count()
+        for dtype in run_dtypes:
+            for name in names:
+                t0 = time.perf_counter()
+                cap = _run_backend(name, dtype, cfg, family, spec, weights, batches, groups, steps, lrs,
+                                   train_mode, after_load, record_inputs)
+                caps[(name, dtype)] = _spill(cap, spill_dir, counter) if spill_dir else cap
+                del cap
+                if verbose:
+                    print(f"parity: {name} {dtype} done in {time.perf_counter() - t0:.1f}s", flush=True)
+        return _compare_runs(caps, cfg, spec_module, spec, family, names, wanted, run_dtypes, groups, steps, lrs,
+                             batches, seed, train_mode, reference, c, weights_note, t_start)
+
+
+def _compare_runs(caps, cfg, spec_module, spec, family, names, wanted, run_dtypes, groups, steps, lrs, batches,
+                  seed, train_mode, reference, c, weights_note, t_start) -> ParityResult:
+    """The verdicts of :func:`compare_backends` from its captures, plus the report's metadata."""
     runs: Dict[str, DtypeRun] = {}
     for dtype in run_dtypes:
         if dtype not in wanted:
@@ -859,6 +896,27 @@ def _describe(spec_module, spec) -> Any:
         return {"error": f"describe failed: {exc}"}
 
 
+def _available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux); elsewhere a figure that never triggers spilling on its own."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def _capture_bytes_estimate(spec_module, spec, batch: int, image_size: int) -> int:
+    """A float64 capture's size, roughly: ~8 parameter-sized records (initial, gradient, weights, update, EMA,
+    optimizer slots) plus 4 activation-sized ones per module output (forward, input, output gradient, eval),
+    the activations estimated from the MACs (a conv's output elements ~ its MACs / its fan-in, taken as 100)."""
+    params = int(spec_module.count_params(spec)) if hasattr(spec_module, "count_params") else 0
+    macs = int(spec_module.count_macs(spec, image_size)) if hasattr(spec_module, "count_macs") else 0
+    return 8 * (8 * params + 4 * batch * macs // 100)
+
+
 def run_from_config(cfg, spec_module, spec, report_dir: str, reference: Any = None,
                     stages: Optional[Iterable[str]] = None, verbose: bool = True) -> int:
     """``tools/main.py parity``: compare, write ``parity.json`` / ``parity.md`` in ``report_dir``, print a summary.
@@ -875,8 +933,11 @@ def run_from_config(cfg, spec_module, spec, report_dir: str, reference: Any = No
                            int(cfg.DATA.IMAGE_SIZE), int(cfg.MODEL.NUM_CLASSES), seed)
     if reference is None and hasattr(spec_module, "parity_reference"):
         reference = spec_module.parity_reference(cfg, spec, weights, batches[0][0])
+    # Spill each finished run to disk when the four captures would not fit in RAM with room to spare.
+    size = _capture_bytes_estimate(spec_module, spec, int(cfg.PARITY.BATCH_SIZE), int(cfg.DATA.IMAGE_SIZE))
+    spill = 4 * size > 0.25 * _available_memory_bytes()
     result = compare_backends(cfg, spec_module, spec, weights=weights, batches=batches, reference=reference,
-                              stages=stages, verbose=verbose)
+                              stages=stages, verbose=verbose, spill=spill)
     result.meta["weights"] = (f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} (cast to float64)" if cfg.MODEL.WEIGHTS else
                               "numpy init_state(spec, default_rng(SEED)) with perturbed BN statistics and affine "
                               "parameters")

@@ -288,6 +288,18 @@ def test_tiny_cream_float64_and_float32_parity_pass(full_result, capsys):
     assert "dropout" in ev
 
 
+def test_spilled_captures_give_the_same_report(full_result, tiny, monkeypatch):
+    """``spill=True`` keeps each finished run on disk (memory-mapped): every figure of the report is the same."""
+    cfg, cream, spec = tiny
+    monkeypatch.setattr(harness, "SPILL_MIN_BYTES", 0)   # spill every array, however small
+    spilled = harness.compare_backends(cfg, cream, spec, spill=True)
+    for dtype in ("float64", "float32"):
+        want = [(e.stage, e.name, e.status, e.max_abs, e.passed) for e in full_result.runs[dtype].entries]
+        got = [(e.stage, e.name, e.status, e.max_abs, e.passed) for e in spilled.runs[dtype].entries]
+        assert got == want, dtype
+    assert spilled.as_dict()["runs"] == full_result.as_dict()["runs"]
+
+
 def test_reports_contain_every_module_and_every_figure(full_result, tiny, tmp_path):
     cfg, cream, spec = tiny
     from torch_impl import capture as tcap
