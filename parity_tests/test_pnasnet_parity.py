@@ -21,7 +21,7 @@ Verdicts (measured, never chosen to pass):
 
 Every measured figure is printed as a per-cell table (run with ``-s`` to see it).
 """
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -47,10 +47,6 @@ F32_C_CELLS = 4.0
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf_slim") is None,
-                       reason="tensorflow / tf_slim not installed"),
-    pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("paddle") is None,
-                       reason="torch and paddle are both needed"),
 ]
 
 # One TF process per dtype: TF-slim's Inception eval preprocessing of the photos (TF's JPEG decoder and resize), then
@@ -171,7 +167,7 @@ def max_abs(a, b):
 def photo_files(tmp):
     from PIL import Image
 
-    skdata = pytest.importorskip("skimage.data")
+    skdata = importlib.import_module("skimage.data")
     paths = []
     for name in PHOTOS:
         path = tmp / f"{name}.jpg"

@@ -6,7 +6,6 @@ reported without stopping the others); the command test runs the Cream benchmark
 warmup and two timed steps and checks the table, the CSV and the JSON.
 """
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -89,8 +88,6 @@ def test_unknown_contender_is_named():
         cream.make_contender("jax", "cfg.yaml")
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("torch", "paddle", "timm")),
-                    reason="needs torch, paddle and timm")
 def test_bench_command_on_a_tiny_cream_config(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(

@@ -9,13 +9,11 @@ changes its sampler, the first test shows it; the second guards our side.
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import paddle
+import torch
 
 from common.data import Loader, SyntheticDataset
 from common.data import transforms as T
-
-torch = pytest.importorskip("torch")
-paddle = pytest.importorskip("paddle")
 
 NUM_SAMPLES, WORLD_SIZE, EPOCH, SEED, BATCH = 20, 2, 3, 0, 4
 

@@ -7,7 +7,6 @@ rules are also checked on the numpy core (``tf_to_neutral``) with the random TF 
 """
 import dataclasses
 import filecmp
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,8 +26,6 @@ from weights_tools.pnasnet_tf_graph import random_tf_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LARGE, MOBILE = P.PNASNET5_LARGE, P.PNASNET5_MOBILE
-HAS_TF = importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("tf_slim") is not None
-needs_tf = pytest.mark.skipif(not HAS_TF, reason="tensorflow / tf_slim not installed")
 QUIET = (lambda message: None)
 
 
@@ -148,8 +145,6 @@ def test_prefix_forms(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mobile(tmp_path_factory):
-    if not HAS_TF:
-        pytest.skip("tensorflow / tf_slim not installed")
     tmp = tmp_path_factory.mktemp("pnasnet_mobile_convert")
     prefix = make_ckpt("mobile", tmp / "model.ckpt", 3, "--with-aux")
     lines = []
@@ -158,7 +153,6 @@ def mobile(tmp_path_factory):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-@needs_tf
 def test_mobile_import(mobile):
     ckpt = mobile.ckpt
     assert_same_state(ckpt.model, expected_neutral(MOBILE, 3))
@@ -170,7 +164,6 @@ def test_mobile_import(mobile):
     assert any("933 of 946 tensors converted" in line for line in mobile.log)
 
 
-@needs_tf
 def test_tf_conversion_needs_no_framework_in_process(mobile, tmp_path):
     """TF -> neutral -> TF in a process that never imports torch, paddle or tensorflow itself (TF runs in the
     subprocesses), as the isolation rules ask of weights_tools/pnasnet_convert.py."""
@@ -189,7 +182,6 @@ def test_tf_conversion_needs_no_framework_in_process(mobile, tmp_path):
     assert os.path.isfile(tmp_path / "tf" / "model.ckpt.index")
 
 
-@needs_tf
 def test_mobile_round_trips_to_torch_and_paddle_are_bit_exact(mobile, tmp_path):
     import paddle
     import torch
@@ -219,7 +211,6 @@ def test_mobile_round_trips_to_torch_and_paddle_are_bit_exact(mobile, tmp_path):
     assert_same_state(pd_backend.state_to_neutral(model), state)
 
 
-@needs_tf
 def test_mobile_tf_neutral_tf_is_bitwise_identical(mobile, tmp_path):
     """With the aux head imported, the exported checkpoint's files equal make-ckpt's byte for byte; the eval-only
     import exports the same eval tensors (aux_5 left out) and reads back bit for bit."""
@@ -238,7 +229,6 @@ def test_mobile_tf_neutral_tf_is_bitwise_identical(mobile, tmp_path):
     assert sorted(os.listdir(tmp_path / "eval")) == ["model.ckpt.data-00000-of-00001", "model.ckpt.index"]
 
 
-@needs_tf
 def test_convert_every_pair(mobile, tmp_path):
     """``convert`` from each of neutral / torch / paddle / tf to each of them: the same tensors every time."""
     state = mobile.ckpt.model
@@ -263,7 +253,6 @@ def test_convert_every_pair(mobile, tmp_path):
             print(f"{src_fmt:>7} -> {dst_fmt:<7} ok")
 
 
-@needs_tf
 def test_cli_tf_to_paddle_with_drop_background(mobile, tmp_path):
     out = tmp_path / "m1000.pdparams"
     proc = cli("tools/main.py", "convert", "--from", "tf", mobile.prefix, "--to", "paddle", out, "--drop-background")
@@ -274,7 +263,6 @@ def test_cli_tf_to_paddle_with_drop_background(mobile, tmp_path):
     assert np.array_equal(state["last_linear.weight"], mobile.ckpt.model["last_linear.weight"][1:])
 
 
-@needs_tf
 def test_cli_tf_with_aux_keeps_the_aux_head(mobile, tmp_path):
     out = tmp_path / "aux.safetensors"
     proc = cli("tools/main.py", "convert", "--from", "tf", mobile.prefix, "--to", "neutral", out, "--with-aux")
@@ -286,7 +274,6 @@ def test_cli_tf_with_aux_keeps_the_aux_head(mobile, tmp_path):
     assert refused.returncode == 2 and "--with-aux" in refused.stderr and not (tmp_path / "x.pdparams").exists()
 
 
-@needs_tf
 def test_cli_errors_name_the_variable_and_leave_no_output(mobile, tmp_path):
     # another network's checkpoint
     proc = cli("tools/main.py", "convert", "--from", "tf", mobile.prefix, "--to", "neutral", tmp_path / "x.safetensors",
@@ -329,7 +316,6 @@ def test_cli_errors_name_the_variable_and_leave_no_output(mobile, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Large: 1179 eval tensors, byte-identical round trip with the aux head
 # ---------------------------------------------------------------------------------------------------------------
-@needs_tf
 @pytest.mark.slow
 def test_large_import_counts_and_bitwise_round_trip(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pnasnet_large_convert")

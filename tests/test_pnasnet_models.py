@@ -3,30 +3,30 @@ common/specs/pnasnet.py.  No TensorFlow here (tests/test_pnasnet_convert.py and 
 hold the TF checks); weights with TF-like magnitudes come from ``random_tf_variables`` (numpy) through the name table.
 """
 import dataclasses
+import importlib
 import math
 import os
 import subprocess
 import sys
 
 import numpy as np
+import paddle
 import pytest
+import torch
 
-paddle = pytest.importorskip("paddle")
-torch = pytest.importorskip("torch")
-
-from common.config import load_config  # noqa: E402
-from common.random_masks import MaskSource  # noqa: E402
-from common.specs import pnasnet as P  # noqa: E402
-from paddle_impl import layout as pd_layout  # noqa: E402
-from paddle_impl import ops as pd_ops  # noqa: E402
-from paddle_impl.backend import Backend as PaddleBackend  # noqa: E402
-from paddle_impl.models import pnasnet as PDM  # noqa: E402
-from torch_impl import layout as th_layout  # noqa: E402
-from torch_impl import ops as th_ops  # noqa: E402
-from torch_impl.backend import Backend as TorchBackend  # noqa: E402
-from torch_impl.models import pnasnet as THM  # noqa: E402
-from weights_tools import pnasnet_names as N  # noqa: E402
-from weights_tools.pnasnet_tf_graph import random_tf_variables  # noqa: E402
+from common.config import load_config
+from common.random_masks import MaskSource
+from common.specs import pnasnet as P
+from paddle_impl import layout as pd_layout
+from paddle_impl import ops as pd_ops
+from paddle_impl.backend import Backend as PaddleBackend
+from paddle_impl.models import pnasnet as PDM
+from torch_impl import layout as th_layout
+from torch_impl import ops as th_ops
+from torch_impl.backend import Backend as TorchBackend
+from torch_impl.models import pnasnet as THM
+from weights_tools import pnasnet_names as N
+from weights_tools.pnasnet_tf_graph import random_tf_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LARGE, MOBILE = P.PNASNET5_LARGE, P.PNASNET5_MOBILE
@@ -57,7 +57,7 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def timm_large():
-    timm = pytest.importorskip("timm")
+    timm = importlib.import_module("timm")
     return timm.create_model("pnasnet5large", pretrained=False, num_classes=1001).eval()
 
 

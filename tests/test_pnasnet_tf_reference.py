@@ -6,7 +6,6 @@ Large runs once per step (batch 1-2): one random checkpoint (with the aux head),
 one float64 run at 331, one dump, one timm float64 run (torch-only subprocess), two small training-graph runs
 (96x96) for drop path.  Mobile covers its own variable table with the aux head and an aux-head forward.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -28,8 +27,6 @@ SEED = 7
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf_slim") is None,
-                       reason="tensorflow / tf_slim not installed"),
 ]
 
 
@@ -212,8 +209,6 @@ def test_tf_reference_matches_timm_in_float64(large, large_dump, large_f64):
     """Independent check of the TF builder, the name table and the layouts: timm's TF-SAME PNASNet-5 Large with
     the converted random checkpoint gives the TF float64 logits to ~1e-14.  Run in a torch-only subprocess:
     with paddle imported first (conftest) torch's float64 convolutions run ~3x slower on this machine."""
-    if importlib.util.find_spec("timm") is None or importlib.util.find_spec("torch") is None:
-        pytest.skip("timm / torch not installed")
     out = large.tmp / "timm_logits.npy"
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", TIMM_FLOAT64, large.tmp / "dump.npz", large.tmp / "f64_in.npz", out],
