@@ -163,6 +163,14 @@ def tf_graph(mode: str, batch_size: int, threads: int, cfg_path: str, flags: Seq
     return Runner(step, _info(tf.__version__, params, notes), lambda: holder.get("out"))
 
 
+def _twin(backend_cls, cfg, spec, batch_size: int, threads: int):
+    """Either twin in float32 with the bench weights: ``(backend, model, trainable parameters, NCHW batch)``."""
+    be = backend_cls(device=cfg.DEVICE, dtype="float32", threads=threads)
+    model = be.build_model("pnasnet", spec)
+    be.load_neutral(model, neutral_weights(spec, cfg.SEED), source="bench random weights")
+    return be, model, be.count_parameters(model), make_batch(spec, batch_size, cfg.SEED)
+
+
 def twin_torch(mode: str, batch_size: int, threads: int, cfg_path: str, flags: Sequence[str] = ()) -> Runner:
     if mode != "eval":
         raise BenchError("the PNASNet benchmark times the eval forward only")
@@ -172,11 +180,7 @@ def twin_torch(mode: str, batch_size: int, threads: int, cfg_path: str, flags: S
 
     from torch_impl.backend import Backend, framework_version
 
-    be = Backend(device=cfg.DEVICE, dtype="float32", threads=threads)
-    model = be.build_model("pnasnet", spec)
-    be.load_neutral(model, neutral_weights(spec, cfg.SEED), source="bench random weights")
-    params = be.count_parameters(model)
-    images = make_batch(spec, batch_size, cfg.SEED)
+    be, model, params, images = _twin(Backend, cfg, spec, batch_size, threads)
     notes = []
     channels_last = "cl" in flags
     if channels_last:
@@ -218,11 +222,7 @@ def twin_paddle(mode: str, batch_size: int, threads: int, cfg_path: str, flags: 
     set_paddle_threads(threads)
     from paddle_impl.backend import Backend, framework_version
 
-    be = Backend(device=cfg.DEVICE, dtype="float32", threads=threads)
-    model = be.build_model("pnasnet", spec)
-    be.load_neutral(model, neutral_weights(spec, cfg.SEED), source="bench random weights")
-    params = be.count_parameters(model)
-    images = make_batch(spec, batch_size, cfg.SEED)
+    be, model, params, images = _twin(Backend, cfg, spec, batch_size, threads)
     notes = []
     holder: Dict[str, Any] = {}
     step = paddle_eval_step(be, model, images, threads, flags, holder, notes)
