@@ -74,10 +74,6 @@ def header(cfg, spec) -> str:
             f"optimizer {cfg.OPTIM.NAME}, EMA decay {cfg.TRAIN.EMA_DECAY}, label smoothing {cfg.TRAIN.LABEL_SMOOTHING}")
 
 
-def row_extra(cfg, spec) -> Dict[str, Any]:
-    return {"family": FAMILY, "net": spec.name, "image_size": spec.image_size}
-
-
 def goals(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     for mode, batch in sorted({(r["mode"], r["batch"]) for r in rows}):

@@ -65,10 +65,6 @@ def header(cfg, spec) -> str:
             f"(float32, batch -> logits)")
 
 
-def row_extra(cfg, spec) -> Dict[str, Any]:
-    return {"family": FAMILY, "net": spec.name, "image_size": spec.image_size}
-
-
 def goals(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     for mode, batch in sorted({(r["mode"], r["batch"]) for r in rows}):

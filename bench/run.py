@@ -118,8 +118,9 @@ def run_from_config(cfg, spec_module, spec, run_dir: str) -> int:
               "gives steadier figures on a busy machine")
     if cfg.DEVICE != "cpu":
         print("note: the contenders' steps do not synchronise a GPU; figures are meant for DEVICE cpu")
+    extra = {"family": module.FAMILY, "net": spec.name, "image_size": spec.image_size}  # on every CSV row
     try:
-        rows = harness.measure(contenders, workloads, settings, baseline, extra=module.row_extra(cfg, spec))
+        rows = harness.measure(contenders, workloads, settings, baseline, extra=extra)
     except harness.BenchError as exc:
         raise _user_error(str(exc)) from None
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
