@@ -15,23 +15,24 @@ import os
 from typing import Any, Dict, List
 
 from bench import harness
-
-FAMILY_MODULES = {"cream": "bench.cream", "pnasnet": "bench.pnasnet"}
+from common import families
+from common.errors import UserError
 
 
 def _user_error(message: str) -> Exception:
-    try:
-        from tools.commands import UserError
-    except ImportError:  # pragma: no cover - bench used without tools/
-        return harness.BenchError(message)
     return UserError(message)
 
 
 def family_module(family: str):
-    if family not in FAMILY_MODULES:
+    """The benchmark module of ``family`` (the registry's ``bench`` entry, ``common/families.py``)."""
+    try:
+        path = families.bench_module_path(family)
+    except families.FamilyNotAvailable as exc:
+        raise _user_error(f"bench: {exc}") from None
+    if path is None:
         raise _user_error(f"bench: no benchmark for MODEL.FAMILY {family!r} yet (available: "
-                          f"{', '.join(sorted(FAMILY_MODULES))})")
-    return importlib.import_module(FAMILY_MODULES[family])
+                          f"{', '.join(sorted(families.bench_families()))})")
+    return importlib.import_module(path)
 
 
 def settings_from_config(cfg, module, log_dir: str) -> harness.Settings:

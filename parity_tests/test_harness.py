@@ -201,16 +201,7 @@ def test_reports_render_every_entry_mark_failures_and_write_atomically(tmp_path)
 
 
 # ================================================================================ part 2: the real Cream net
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """A tiny net on a shared 2-core machine: torch's intra-op threads only add contention (measured: 8-19 s per
-    backend-dtype run with 2 threads, 0.9 s with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: tiny tensors, one torch thread
 
 
 def _cream():

@@ -11,7 +11,6 @@ SAME / pool / upsample cases are also compared with a numpy float64 reference (e
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import time
 from typing import Dict, List, Optional, Tuple
@@ -23,6 +22,7 @@ import torch
 
 from common.compare import compare as _compare
 from common.init import init_state
+from conftest import paddle_default_dtype
 from paddle_impl import layout as PL
 from paddle_impl import ops as P
 from parity_tests.op_cases import (
@@ -53,16 +53,6 @@ def compare(a, b, name: str = ""):
 # ---------------------------------------------------------------------------------------------------------
 # harness
 # ---------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def paddle_default_dtype(dtype: str):
-    old = paddle.get_default_dtype()
-    paddle.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        paddle.set_default_dtype(old)
-
-
 def build_pair(case: OpCase, dtype: str):
     torch_op = getattr(T, case.op)(**case.kwargs).to(getattr(torch, dtype))
     with paddle_default_dtype(dtype):

@@ -21,7 +21,6 @@ backend, N/2 more steps.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -34,6 +33,7 @@ from common import optim_reference as ref
 from common import schedules as S
 from common.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from common.compare import compare
+from conftest import paddle_default_dtype as paddle_dtype
 from paddle_impl import layout as playout
 from paddle_impl import losses as plosses
 from paddle_impl import optim as popt
@@ -48,13 +48,7 @@ F64_TOL = 1e-10
 C32 = 2.0      # |t32 - p32| <= C32 * max(own float32 errors)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: torch's intra-op threads only add contention on a shared CPU (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: tiny tensors, one torch thread
 
 # ----------------------------------------------------------------------------------------------- data
 def initial_weights(seed: int = 0) -> Dict[str, np.ndarray]:
@@ -121,16 +115,6 @@ class PaddleNet(paddle.nn.Layer):
         h = paddle.nn.functional.relu(self.conv(x)).flatten(1)
         h = paddle.nn.functional.relu(self.fc1(h))
         return (self.head_a if branch == 0 else self.head_b)(h) * self.gain
-
-
-@contextlib.contextmanager
-def paddle_dtype(dtype: str):
-    old = paddle.get_default_dtype()
-    paddle.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        paddle.set_default_dtype(old)
 
 
 # ----------------------------------------------------------------------------------------------- numpy model

@@ -12,8 +12,6 @@ Differences found here that anchors.md does not list are marked NEW.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import paddle
 import paddle.nn.functional as PF
@@ -22,6 +20,7 @@ import torch
 import torch.nn.functional as TF
 
 from common.init import init_state
+from conftest import paddle_default_dtype as paddle_dtype
 from paddle_impl import layout as PL
 from paddle_impl import ops as P
 from parity_tests.op_cases import np_avgpool2d, np_conv2d, np_maxpool2d, np_upsample
@@ -54,16 +53,6 @@ def _print_measured(request):
     from parity_tests.test_ops_parity import emit_report
 
     emit_report(request.config, text)
-
-
-@contextlib.contextmanager
-def paddle_dtype(dtype: str):
-    old = paddle.get_default_dtype()
-    paddle.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        paddle.set_default_dtype(old)
 
 
 def maxabs(a, b) -> float:

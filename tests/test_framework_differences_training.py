@@ -19,6 +19,7 @@ import torch
 
 from common import optim_reference as ref
 from common import schedules as S
+from conftest import paddle_default_dtype
 from paddle_impl import losses as plosses
 from paddle_impl import optim as popt
 from torch_impl import losses as tlosses
@@ -28,13 +29,7 @@ EQ = 1e-12  # equal formulas in float64
 F32_EPS = float(np.finfo(np.float32).eps)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: torch's intra-op threads only add contention on a shared CPU (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: tiny tensors, one torch thread
 
 _rng = np.random.default_rng(0)
 W0 = _rng.standard_normal((3, 4))
@@ -306,12 +301,8 @@ def test_row18_weight_decay_semantics():
 
     # Twin: no-decay group by structured names (timm rule), coupled / decoupled exactly as torch.
     t_lin = torch.nn.Linear(3, 4).double()
-    with_dtype = paddle.get_default_dtype()
-    paddle.set_default_dtype("float64")
-    try:
+    with paddle_default_dtype("float64"):
         p_lin = paddle.nn.Linear(3, 4)
-    finally:
-        paddle.set_default_dtype(with_dtype)
     wt, bt = _rng.standard_normal((4, 3)), _rng.standard_normal(4)
     with torch.no_grad():
         t_lin.weight.copy_(torch.from_numpy(wt))

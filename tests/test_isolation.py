@@ -1,5 +1,7 @@
 """The isolation rules, enforced: common/ imports no framework; each backend tree imports only its own;
-``--backend paddle`` runs with torch unimportable, and the reverse."""
+``--backend paddle`` runs with torch unimportable, and the reverse.  The layering rules: common/ imports none of
+the layers above it (weights_tools, tools, bench, parity_tests), bench/ does not import tools/, and weights_tools/
+imports frameworks only inside functions (docs/CONVENTIONS.md)."""
 import ast
 import os
 import subprocess
@@ -39,6 +41,88 @@ def test_static_imports(folder, forbidden):
     leaks = [f"{os.path.relpath(path, ROOT)}:{line} imports {mod}"
              for path in python_files(folder) for mod, line in imported_top_modules(path) if mod in forbidden]
     assert not leaks, "\n".join(leaks)
+
+
+def module_level_imports(path):
+    """``(top-level module, line)`` of every import that runs when the module is imported: the module body, its
+    ``if`` / ``try`` blocks and class bodies, not function bodies (those run only when called)."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), filename=path)
+    stack = list(ast.iter_child_nodes(tree))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name.split(".")[0], node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module.split(".")[0], node.lineno
+        stack.extend(ast.iter_child_nodes(node))
+
+
+LAYERS = {"weights_tools", "tools", "bench", "parity_tests"}
+
+
+@pytest.mark.parametrize("folder, forbidden", [
+    ("common", LAYERS),         # common/ is the bottom layer: the registry names the others by module path only
+    ("bench", {"tools"}),       # UserError comes from common.errors
+])
+def test_layering(folder, forbidden):
+    """No import statement anywhere in the tree (module level or inside functions) names a layer above it."""
+    leaks = [f"{os.path.relpath(path, ROOT)}:{line} imports {mod}"
+             for path in python_files(folder) for mod, line in imported_top_modules(path) if mod in forbidden]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_weights_tools_imports_frameworks_only_inside_functions():
+    """weights_tools/ reads and writes foreign checkpoints with numpy; a framework (TF above all: it segfaults when
+    imported before paddle or torchvision) may only be imported inside the function that needs it."""
+    leaks = [f"{os.path.relpath(path, ROOT)}:{line} imports {mod} at module level"
+             for path in python_files("weights_tools") for mod, line in module_level_imports(path) if mod in FRAMEWORKS]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_module_level_import_scan_sees_blocks_but_not_functions(tmp_path):
+    """The scan itself: imports under ``try`` / ``if`` / a class body count, imports inside functions do not."""
+    path = tmp_path / "probe.py"
+    path.write_text(textwrap.dedent("""
+        import numpy
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if True:
+            from paddle import nn
+        class Holder:
+            import timm
+        def lazy():
+            import tensorflow
+            return tensorflow
+        lam = lambda: __import__("tf_slim")
+    """))
+    assert sorted(mod for mod, _ in module_level_imports(str(path))) == ["numpy", "paddle", "timm", "torch"]
+
+
+def test_family_registry_names_code_that_exists():
+    """common/families.py names other layers by module path only; every path and function it names exists (a
+    renamed module or importer fails here, not in the middle of a user's conversion)."""
+    import importlib.util
+
+    from common import families
+
+    built = families.available_families()
+    assert {"cream", "pnasnet"} <= set(built)
+    for entry in families.REGISTRY:
+        if entry.name not in built:
+            assert not entry.importers and entry.bench is None, entry.name  # nothing wired to an unbuilt family
+            continue
+        assert importlib.util.find_spec(entry.bench) is not None, entry.bench
+        spec = families.spec_module(entry.name)
+        assert callable(getattr(spec, entry.recognise)), (entry.name, entry.recognise)
+        for imp in entry.importers:
+            assert callable(families.resolve(imp.target)), imp.target
+    formats = families.import_formats()
+    assert len(set(formats)) == len(formats) and {"cream-pth", "tf"} <= set(formats)
 
 
 def test_importing_all_of_common_loads_no_framework():

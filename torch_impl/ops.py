@@ -16,7 +16,7 @@ Never imports paddle or tensorflow.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,6 +35,11 @@ from common.init import (
     OTHER,
     ParamSpec,
 )
+from common.op_args import DropoutMasks, DropPathMasks, PadArg, dropout_p
+from common.op_args import check_mask as _check_mask  # noqa: F401  (kept importable as ops._check_mask)
+from common.op_args import pair as _pair
+from common.op_args import parse_padding as _parse_padding
+from common.op_args import valid_counts_1d as _valid_counts_1d
 from common.padding import same_pad_2d
 
 __all__ = [
@@ -45,33 +50,10 @@ __all__ = [
     "create_act", "hard_sigmoid", "named_param_kinds", "attach_mask_source",
 ]
 
-PadArg = Union[int, Tuple[int, int], str]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # padding helpers
 # ---------------------------------------------------------------------------------------------------------
-def _pair(value, what: str) -> Tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{what} must be an int or a pair, got {value!r}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
-
-
-def _parse_padding(padding: PadArg) -> Tuple[str, Tuple[int, int]]:
-    """``(mode, symmetric pair)`` with mode ``'SAME'``, ``'VALID'`` (pair (0, 0)) or ``'EXPLICIT'``."""
-    if isinstance(padding, str):
-        mode = padding.upper()
-        if mode in ("SAME", "VALID"):
-            return mode, (0, 0)
-        raise ValueError(f"padding must be an int, a pair, 'SAME' or 'VALID', got {padding!r}")
-    pair = _pair(padding, "padding")
-    if min(pair) < 0:
-        raise ValueError(f"padding must be >= 0, got {padding!r}")
-    return "EXPLICIT", pair
-
-
+# _pair, _parse_padding, _valid_counts_1d: common/op_args.py (the same arithmetic in both twins)
 class _SamePlan:
     """TF SAME padding for one layer, per input size: ``(pre_pad or None, symmetric pad pair)``.
 
@@ -107,13 +89,6 @@ def pad_same(x: torch.Tensor, kernel_size, stride=1, dilation=1, value: float = 
     if top == bottom == left == right == 0:
         return x
     return F.pad(x, (left, right, top, bottom), value=value)
-
-
-def _valid_counts_1d(size: int, kernel: int, stride: int, before: int, after: int) -> np.ndarray:
-    """Number of in-image elements under each window of a padded axis (TF / count_include_pad=False)."""
-    out = (size + before + after - kernel) // stride + 1
-    start = np.arange(out) * stride - before
-    return np.minimum(start + kernel, size) - np.maximum(start, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -438,18 +413,8 @@ class FactorizedReduce(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 # stochastic ops with injectable masks
 # ---------------------------------------------------------------------------------------------------------
-def _check_mask(mask, what: str) -> np.ndarray:
-    array = np.asarray(mask)
-    if array.dtype == np.bool_:
-        array = array.astype(np.float64)
-    if not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"{what}: the mask must be numeric or boolean, got dtype {array.dtype}")
-    if not np.all((array == 0) | (array == 1)):
-        raise ValueError(f"{what}: the mask must hold only 0 (drop) and 1 (keep)")
-    return array
-
-
-class DropPath(nn.Module):
+# set_next_mask and the checks of an injected mask: common/op_args.py (DropPathMasks, DropoutMasks)
+class DropPath(DropPathMasks, nn.Module):
     """Per-sample drop path: in training ``x * mask / keep`` with a keep mask per sample, keep = 1 - drop_prob.
 
     ``set_next_mask(mask)`` (shape ``[N]`` or ``[N, 1, 1, 1]``, values 0/1) fixes the mask of the next training
@@ -462,22 +427,13 @@ class DropPath(nn.Module):
         self._next_mask: Optional[np.ndarray] = None
         self.mask_source = None  # a common.random_masks.MaskSource, set by attach_mask_source
 
-    def set_next_mask(self, mask) -> None:
-        array = _check_mask(mask, "DropPath.set_next_mask")
-        if array.ndim != 1 and not (array.ndim >= 2 and all(s == 1 for s in array.shape[1:])):
-            raise ValueError(f"DropPath.set_next_mask: expected shape [N] or [N, 1, 1, 1], got {list(array.shape)}")
-        self._next_mask = array.reshape(-1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
         keep = 1.0 - self.drop_prob
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-        mask = self._next_mask
+        mask = self._take_next_mask(x.shape[0])
         if mask is not None:
-            self._next_mask = None
-            if mask.shape[0] != x.shape[0]:
-                raise ValueError(f"DropPath: injected mask has {mask.shape[0]} samples, input has {x.shape[0]}")
             scale = torch.from_numpy((mask / keep).reshape(shape)).to(dtype=x.dtype, device=x.device)
             return x * scale
         if self.drop_prob <= 0.0:
@@ -488,32 +444,21 @@ class DropPath(nn.Module):
         scale = x.new_empty(shape).bernoulli_(keep).div_(keep)
         return x * scale
 
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
 
-
-class Dropout(nn.Module):
+class Dropout(DropoutMasks, nn.Module):
     """Inverted dropout; ``set_next_mask(mask)`` (shape of the input, 0/1) fixes the next training mask."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= float(p) < 1.0:
-            raise ValueError(f"Dropout p must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = dropout_p(p)
         self._next_mask: Optional[np.ndarray] = None
         self.mask_source = None  # a common.random_masks.MaskSource, set by attach_mask_source
-
-    def set_next_mask(self, mask) -> None:
-        self._next_mask = _check_mask(mask, "Dropout.set_next_mask")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        mask = self._next_mask
+        mask = self._take_next_mask(x.shape)
         if mask is not None:
-            self._next_mask = None
-            if tuple(mask.shape) != tuple(x.shape):
-                raise ValueError(f"Dropout: injected mask shape {list(mask.shape)} != input shape {list(x.shape)}")
             scale = torch.from_numpy(mask / (1.0 - self.p)).to(dtype=x.dtype, device=x.device)
             return x * scale
         if self.p == 0.0:
@@ -522,9 +467,6 @@ class Dropout(nn.Module):
             self.set_next_mask(self.mask_source.keep_mask(tuple(int(d) for d in x.shape), 1.0 - self.p))
             return self.forward(x)
         return F.dropout(x, self.p, True)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 # ---------------------------------------------------------------------------------------------------------

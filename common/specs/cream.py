@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from common.specs._checks import classifier_width, model_keys
 
 __all__ = [
     "BlockSpec", "BlockStringError", "LayerSpec", "CreamNetSpec", "CreamSupernetSpec", "ArchListError",
@@ -35,7 +37,7 @@ __all__ = [
     "build_child_spec", "released_net_spec", "build_supernet_spec", "child_arch_def",
     "count_params", "count_macs", "MAC_RULES", "expected_state_shapes", "net_name",
     "spec_from_config", "describe", "init_state", "param_kinds", "class_names", "block_drop_path_rates",
-    "parse_arch_text", "format_arch_list", "INIT_RULE",
+    "parse_arch_text", "format_arch_list", "INIT_RULE", "recognition_candidates",
 ]
 
 # --------------------------------------------------------------------------------------------------------------
@@ -941,7 +943,7 @@ def spec_from_config(cfg) -> CreamNetSpec:
     input).
     Errors name the key and the value.
     """
-    model, data = cfg.MODEL, cfg.DATA
+    model = cfg.MODEL
     cream = cfg.CREAM if "CREAM" in cfg else None
     arch_value = cream.ARCH if cream is not None else ()
     if isinstance(arch_value, str):  # a list-of-lists string (also accepted)
@@ -970,23 +972,9 @@ def spec_from_config(cfg) -> CreamNetSpec:
             raise ValueError(f"MODEL.NAME = {raw_name!r} is not a released Cream child net (known: "
                              f"{', '.join(NET_NAMES)}); for any other path set CREAM.ARCH")
         arch, name = RELEASED_NETS[released], released
-    num_classes = int(model.NUM_CLASSES)
-    if num_classes < 1:
-        raise ValueError(f"MODEL.NUM_CLASSES = {num_classes!r} must be >= 1")
-    drop_rate = float(model.DROPOUT)
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"MODEL.DROPOUT = {drop_rate!r} must be in [0, 1)")
-    drop_path = float(model.DROP_PATH)
-    if not 0.0 <= drop_path < 1.0:
-        raise ValueError(f"MODEL.DROP_PATH = {drop_path!r} must be in [0, 1)")
-    size = int(data.IMAGE_SIZE)
-    if size < 1:
-        raise ValueError(f"DATA.IMAGE_SIZE = {size!r} must be >= 1")
-    channels = int(data.CHANNELS)
-    if channels < 1:
-        raise ValueError(f"DATA.CHANNELS = {channels!r} must be >= 1")
-    return build_child_spec(arch, honour, num_classes, drop_rate, name=name, image_size=size,
-                            drop_path_rate=drop_path, in_chans=channels)
+    keys = model_keys(cfg)
+    return build_child_spec(arch, honour, keys.num_classes, keys.dropout, name=name, image_size=keys.image_size,
+                            drop_path_rate=keys.drop_path, in_chans=keys.channels)
 
 
 def describe(spec: CreamNetSpec) -> Dict[str, object]:
@@ -1023,6 +1011,19 @@ def describe(spec: CreamNetSpec) -> Dict[str, object]:
         if size is not None and size != RELEASED_IMAGE_SIZE[spec.name]:
             published["note_size"] = f"published at {RELEASED_IMAGE_SIZE[spec.name]} px, this config uses {size} px"
         out["published"] = published
+    return out
+
+
+def recognition_candidates(tensors: Mapping[str, object]) -> List[Tuple[str, Dict[str, Shape]]]:
+    """``(name, expected shapes)`` of every released child net (upstream's builder and the honoured one) at the
+    class count of ``tensors`` (``classifier.bias``; 1000 when absent): the hook ``weights_tools/recognise.py``
+    uses, through ``common/families.py``, to name the network of a bare state dict."""
+    classes = classifier_width(tensors, "classifier.bias", 1000)
+    out = []
+    for name in RELEASED_NETS:
+        for honour in (False, True):
+            spec = released_net_spec(name, honour_single_block_choices=honour, num_classes=classes)
+            out.append((name, expected_state_shapes(spec)))
     return out
 
 

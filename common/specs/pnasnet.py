@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from common.padding import conv_output_size
+from common.specs._checks import at_least, classifier_width, fraction, model_keys
 
 # --------------------------------------------------------------------------------------------------------------
 # The PNAS cell (PNasNetNormalCell): 5 blocks, each = left op + right op, combined by addition.
@@ -687,9 +688,8 @@ def spec_from_config(cfg) -> PNASNetSpec:
     ``TRAIN.AUX_WEIGHT``), ``PNASNET.TOTAL_TRAINING_STEPS`` (drop-path burn-in; 0 = none), ``PNASNET.BN_DECAY``
     (TF batch_norm_decay of the moving statistics).
     """
-    model, data = cfg.MODEL, cfg.DATA
     section = cfg.PNASNET if "PNASNET" in cfg else None
-    raw = str(model.NAME).strip()
+    raw = str(cfg.MODEL.NAME).strip()
     if not raw:
         raise ValueError(f"MODEL.NAME is empty: set it to one of {', '.join(sorted(SPECS))}")
     try:
@@ -697,28 +697,17 @@ def spec_from_config(cfg) -> PNASNetSpec:
     except ValueError:
         raise ValueError(f"MODEL.NAME = {raw!r} is not a PNASNet-5 network; known: {', '.join(sorted(SPECS))} "
                          f"(aliases {', '.join(sorted(_ALIASES))})") from None
-    num_classes = int(model.NUM_CLASSES)
-    if num_classes < 1:
-        raise ValueError(f"MODEL.NUM_CLASSES = {num_classes!r} must be >= 1")
-    dropout = float(model.DROPOUT)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"MODEL.DROPOUT = {dropout!r} must be in [0, 1) (1 - TF dense_dropout_keep_prob)")
-    drop_path = float(model.DROP_PATH)
-    if not 0.0 <= drop_path < 1.0:
-        raise ValueError(f"MODEL.DROP_PATH = {drop_path!r} must be in [0, 1) (1 - TF drop_path_keep_prob)")
-    size = int(data.IMAGE_SIZE)
-    channels = int(data.CHANNELS)
-    if channels < 1:
-        raise ValueError(f"DATA.CHANNELS = {channels!r} must be >= 1")
+    # DATA.IMAGE_SIZE is checked below by check_image_size (the TF graph's own limits)
+    keys = model_keys(cfg, dropout_note="1 - TF dense_dropout_keep_prob", drop_path_note="1 - TF drop_path_keep_prob",
+                      min_image_size=None)
+    size = keys.image_size
     aux = bool(section.AUX_HEAD) if section is not None else False
-    total = int(section.TOTAL_TRAINING_STEPS) if section is not None else base.total_training_steps
-    if total < 0:
-        raise ValueError(f"PNASNET.TOTAL_TRAINING_STEPS = {total!r} must be >= 0 (0 = no drop-path burn-in)")
-    bn_decay = float(section.BN_DECAY) if section is not None else base.bn_decay
-    if not 0.0 <= bn_decay < 1.0:
-        raise ValueError(f"PNASNET.BN_DECAY = {bn_decay!r} must be in [0, 1) (TF batch_norm_decay)")
-    spec = dataclasses.replace(base, num_classes=num_classes, image_size=size, in_channels=channels,
-                               dense_dropout_keep_prob=1.0 - dropout, drop_path_keep_prob=1.0 - drop_path,
+    total = at_least(section.TOTAL_TRAINING_STEPS if section is not None else base.total_training_steps,
+                     "PNASNET.TOTAL_TRAINING_STEPS", 0, "0 = no drop-path burn-in")
+    bn_decay = fraction(section.BN_DECAY if section is not None else base.bn_decay, "PNASNET.BN_DECAY",
+                        "TF batch_norm_decay")
+    spec = dataclasses.replace(base, num_classes=keys.num_classes, image_size=size, in_channels=keys.channels,
+                               dense_dropout_keep_prob=1.0 - keys.dropout, drop_path_keep_prob=1.0 - keys.drop_path,
                                total_training_steps=total, build_aux_head=aux, bn_decay=bn_decay)
     try:
         check_image_size(spec, size, with_aux=aux)
@@ -809,32 +798,17 @@ def endpoint_module_names(spec: PNASNetSpec) -> Dict[str, Tuple[str, ...]]:
     return {name: TF_ENDPOINT_MODULES.get(name, (name,)) for name in endpoint_names(spec)}
 
 
-def parity_reference(cfg, spec: PNASNetSpec, weights, images):
-    """The TensorFlow column of ``tools/main.py parity``: the official-name TF graph's eval outputs on ``images``.
-
-    ``weights`` (canonical float64 arrays) are written as a float64 TF checkpoint by
-    ``weights_tools.pnasnet_convert.export_tf_checkpoint`` and run in a float64 TF subprocess (TensorFlow is never
-    imported here); the outputs (``conv0_bn``, every cell, ``global_pool``, ``logits``) come back NCHW, keyed by the
-    module names.  Compared in both dtype runs with ``max_rel <= 1e-5`` (float64 runs land near 1e-13;
-    ``parity_tests/test_pnasnet_parity.py`` holds the strict float64 / float32 bounds).  ``PNASNET.PARITY_TF False``
-    or a missing TensorFlow leaves the column out (returns None, with a note).
-    """
-    import importlib.util
-
-    section = cfg.PNASNET if "PNASNET" in cfg else None
-    if section is not None and not bool(section.PARITY_TF):
-        return None
-    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf_slim") is None:
-        print("parity: tensorflow / tf_slim not installed: no TensorFlow column")
-        return None
-    if spec.in_channels != 3:
-        print(f"parity: the TF reference takes RGB input, DATA.CHANNELS is {spec.in_channels}: no TensorFlow column")
-        return None
-    from weights_tools import pnasnet_convert  # numpy + a TF subprocess
-
-    arrays = pnasnet_convert.tf_reference_outputs(spec, weights, {"x": np.asarray(images)}, dtype="float64")["x"]
-    return {"name": "tensorflow", "arrays": arrays, "stage": "eval_forward", "rel_tol": 1e-5,
-            "note": "(TF-slim-named float64 graph in a subprocess, weights via export_tf_checkpoint)"}
+def recognition_candidates(tensors: Mapping[str, object]) -> List[Tuple[str, Dict[str, Tuple[int, ...]]]]:
+    """``(name, expected shapes)`` of both networks, without and with the aux head, at the class count of
+    ``tensors`` (``last_linear.bias``; 1001 when absent): the hook ``weights_tools/recognise.py`` uses, through
+    ``common/families.py``, to name the network of a bare state dict."""
+    classes = classifier_width(tensors, "last_linear.bias", 1001)
+    out = []
+    for name in SPECS:
+        spec = get_spec(name, num_classes=classes)
+        for with_aux in (False, True):
+            out.append((name, expected_state_shapes(spec, with_aux=with_aux)))
+    return out
 
 
 __all__: Sequence[str] = (
@@ -844,5 +818,6 @@ __all__: Sequence[str] = (
     "expected_state_shapes", "count_params", "count_macs", "cell_spatial_sizes", "check_image_size",
     "endpoint_names", "endpoint_shapes", "aux_head_shapes", "layer_keep_prob", "drop_path_keep_prob",
     "drop_path_schedule", "drop_path_mask", "describe", "is_buffer", "spec_from_config", "param_kinds",
-    "rule_tf_fan_out", "init_state", "class_names", "endpoint_module_names", "parity_reference", "classifier_block",
+    "rule_tf_fan_out", "init_state", "class_names", "endpoint_module_names", "classifier_block",
+    "recognition_candidates",
 )
