@@ -1,8 +1,11 @@
 """The optimizer / EMA / loss formulas in numpy float64: the ground truth both backends are tested against.
 
 Also the backend-neutral bookkeeping the twin optimizers share (parameter-group rules, hyper-parameter
-defaults, slot names, config -> optimizer arguments), so ``torch_impl/optim.py`` and
-``paddle_impl/optim.py`` only hold framework code.
+defaults, slot names, config node -> optimizer arguments), so ``torch_impl/optim.py`` and
+``paddle_impl/optim.py`` only hold framework code.  Parameter groups are decided here, on names and ranks only
+(``build_param_groups``): no weight decay on biases and 1-D parameters (``NO_DECAY_1D``), and per-node
+``LR_GROUPS`` rules ``"regex=scale"`` (first matching rule wins; a rule that gets no parameter is an error).
+Any optimizer node (``OPTIM``, ``ARCH_OPTIM``, ...) is read by ``optimizer_spec(cfg, node)``.
 
 Notation (per parameter ``p`` with gradient ``g``, LR ``lr`` = LR passed to ``step`` x group ``lr_scale``,
 ``wd`` = the group's weight decay; every formula is elementwise):
@@ -37,6 +40,8 @@ also has the slot ``step`` (its own update count, a 0-d int64 array).  ``Optimiz
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -164,19 +169,218 @@ def normalize_groups(params: Any, default_wd: float, cls_name: str) -> List[Dict
     return groups
 
 
-def optimizer_args_from_config(cfg: Any) -> Tuple[str, Dict[str, Any]]:
-    """``(class name, keyword arguments)`` of the optimizer ``OPTIM.*`` describes (weight decay goes to groups)."""
-    o = cfg["OPTIM"]
-    name = str(o["NAME"])
+# ------------------------------------------------------------------------------------------ config nodes
+# An optimizer node (``OPTIM``, ``ARCH_OPTIM``, ... made by ``common.config.optimizer_node``) and what it holds.
+OPTIMIZER_NODE_KEYS = ("NAME", "LR", "MOMENTUM", "NESTEROV", "WEIGHT_DECAY", "NO_DECAY_1D", "EPS", "ALPHA", "BETAS",
+                       "GRAD_CLIP", "UNUSED_GRADS", "LR_GROUPS")
+# Keys a node may lack (older nodes / hand-made mappings): their value when absent.
+_OPTIONAL_NODE_KEYS: Dict[str, Any] = {"LR": None, "GRAD_CLIP": 0.0, "UNUSED_GRADS": "skip", "LR_GROUPS": ()}
+
+
+@dataclass(frozen=True)
+class LrRule:
+    """One ``LR_GROUPS`` entry ``"regex=scale"``: parameters whose name ``regex`` finds train at ``scale`` x LR."""
+
+    index: int      # position in LR_GROUPS
+    text: str       # the rule as written
+    regex: str
+    scale: float
+
+    def matches(self, name: str) -> bool:
+        return re.search(self.regex, name) is not None
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Everything one optimizer node says, read once, framework-free (``optimizer_spec``)."""
+
+    node: str                      # dotted name of the node ("OPTIM", "ARCH_OPTIM")
+    name: str                      # neutral optimizer name ("adam")
+    cls_name: str                  # twin class name ("Adam")
+    kwargs: Dict[str, Any]         # constructor keyword arguments (weight decay goes to the groups)
+    weight_decay: float
+    no_decay_1d: bool
+    lr: Optional[float]            # the node's base LR (its schedule's); None when the node has no LR key
+    grad_clip: float               # global-norm clip the loop applies before step (0 = off)
+    unused_grads: str              # the node's UNUSED_GRADS
+    lr_groups: Tuple[LrRule, ...]
+
+    def key(self, leaf: str) -> str:
+        return f"{self.node}.{leaf}"
+
+
+def _config_error(message: str) -> Exception:
+    from common.config import ConfigError
+
+    return ConfigError(message)
+
+
+def _find_node_name(cfg: Any, node: Any, prefix: str = "", depth: int = 2) -> Optional[str]:
+    if depth == 0 or not isinstance(cfg, Mapping):
+        return None
+    for key, value in cfg.items():
+        if value is node:
+            return f"{prefix}{key}"
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            found = _find_node_name(value, node, f"{prefix}{key}.", depth - 1)
+            if found:
+                return found
+    return None
+
+
+def optimizer_node_names(cfg: Any) -> List[str]:
+    """Top-level nodes of ``cfg`` that look like optimizer nodes (they have NAME and WEIGHT_DECAY)."""
+    return [str(k) for k, v in cfg.items() if isinstance(v, Mapping) and "NAME" in v and "WEIGHT_DECAY" in v]
+
+
+def resolve_optimizer_node(cfg: Any, node: Any = "OPTIM") -> Tuple[str, Mapping]:
+    """``(dotted name, node)`` for ``node`` given as a name ("OPTIM", "ARCH_OPTIM", "X.Y") or as a node object."""
+    if isinstance(node, str):
+        current: Any = cfg
+        for part in node.split("."):
+            if not isinstance(current, Mapping) or part not in current:
+                raise _config_error(f"no config node {node!r} (optimizer nodes in this config: "
+                                    f"{optimizer_node_names(cfg)})")
+            current = current[part]
+        if not isinstance(current, Mapping):
+            raise _config_error(f"{node} = {current!r} is a value, not an optimizer node "
+                                f"(optimizer nodes in this config: {optimizer_node_names(cfg)})")
+        return node, current
+    if isinstance(node, Mapping):
+        return _find_node_name(cfg, node) or "<optimizer node>", node
+    raise TypeError(f"node must be a config node name or a config node, got {type(node).__name__}")
+
+
+def parse_lr_groups(rules: Any, key: str = "OPTIM.LR_GROUPS") -> Tuple[LrRule, ...]:
+    """Parse ``LR_GROUPS`` (``"regex=scale"`` strings); a malformed rule or a bad regex is a ConfigError naming ``key``.
+
+    The scale is what follows the LAST ``=`` (a regex may hold ``=``, a number never does)."""
+    if isinstance(rules, str) or not isinstance(rules, (list, tuple)):
+        raise _config_error(f"{key} = {rules!r} must be a list of \"regex=scale\" strings, "
+                            f"e.g. [\"^classifier\\\\.=10\"]")
+    parsed = []
+    for i, rule in enumerate(rules):
+        where = f"{key}[{i}] = {rule!r}"
+        if not isinstance(rule, str):
+            raise _config_error(f"{where} must be a \"regex=scale\" string (quote it in YAML), "
+                                f"got {type(rule).__name__}")
+        regex, sep, scale_text = rule.strip().rpartition("=")
+        if not sep or not regex or not scale_text.strip():
+            raise _config_error(f"{where} is not \"regex=scale\" (e.g. \"^classifier\\\\.=10\")")
+        try:
+            scale = float(scale_text)
+        except ValueError:
+            raise _config_error(f"{where}: the LR scale {scale_text.strip()!r} is not a number") from None
+        if not np.isfinite(scale) or scale < 0:
+            raise _config_error(f"{where}: the LR scale {scale!r} must be a finite number >= 0")
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise _config_error(f"{where}: {regex!r} is not a valid regular expression ({exc})") from None
+        parsed.append(LrRule(index=i, text=rule, regex=regex, scale=scale))
+    return tuple(parsed)
+
+
+def assign_lr_groups(names: Sequence[str], rules: Sequence[LrRule], key: str = "OPTIM.LR_GROUPS"
+                     ) -> List[Optional[LrRule]]:
+    """The rule each parameter name falls under (the first that matches; None = the node's LR).
+
+    Every rule must get at least one parameter: a rule that matches nothing, or only parameters an earlier rule
+    already took, is an error naming ``key`` and the rule."""
+    out: List[Optional[LrRule]] = [next((r for r in rules if r.matches(n)), None) for n in names]
+    for rule in rules:
+        if any(r is rule for r in out):
+            continue
+        shadowed = sorted({out[j].text for j, n in enumerate(names) if rule.matches(n)})  # type: ignore[union-attr]
+        if shadowed:
+            raise _config_error(f"{key}[{rule.index}] = {rule.text!r} gets no parameter: every parameter it matches "
+                                f"is taken by an earlier rule ({shadowed}; the first matching rule wins)")
+        sample = list(names[:8]) + (["..."] if len(names) > 8 else [])
+        raise _config_error(f"{key}[{rule.index}] = {rule.text!r} matches no trainable parameter "
+                            f"(re.search on canonical names such as {sample})")
+    return out
+
+
+def build_param_groups(named: Sequence[Tuple[str, Any]], ndims: Sequence[int], weight_decay: float,
+                       no_decay_1d: bool = True, lr_groups: Any = (), key: str = "OPTIM.LR_GROUPS"
+                       ) -> List[Dict[str, Any]]:
+    """Parameter groups by rule, on names and ranks only (both backends call this).
+
+    * Without ``lr_groups``: exactly ``split_decay`` (no-decay group first, then the decay group).
+    * With ``lr_groups`` (``"regex=scale"`` strings or parsed ``LrRule``): the parameters no rule takes form the
+      groups ``default`` / ``default_no_decay`` at scale 1, then each rule in order its own ``LR_GROUPS[i]`` /
+      ``LR_GROUPS[i]_no_decay`` groups at its scale; weight decay follows ``weight_decay`` / ``no_decay_1d`` in every
+      group.  Empty groups are left out; order inside a group is the order of ``named``.
+    """
+    named, ndims = list(named), list(ndims)
+    if len(named) != len(ndims):
+        raise ValueError(f"build_param_groups: {len(named)} parameters but {len(ndims)} ranks")
+    lr_groups = () if lr_groups is None else lr_groups
+    rules = tuple(lr_groups) if all(isinstance(r, LrRule) for r in lr_groups) else parse_lr_groups(lr_groups, key)
+    if not rules:
+        return split_decay(named, ndims, weight_decay, no_decay_1d)
+    owner = assign_lr_groups([n for n, _ in named], rules, key)
+    groups: List[Dict[str, Any]] = []
+    for label, rule in [("default", None)] + [(f"LR_GROUPS[{r.index}]", r) for r in rules]:
+        members = [i for i, o in enumerate(owner) if o is rule]
+        scale = 1.0 if rule is None else rule.scale
+        for group in split_decay([named[i] for i in members], [ndims[i] for i in members], weight_decay,
+                                 no_decay_1d, lr_scale=scale):
+            if group["params"]:
+                no_decay = group["weight_decay"] == 0.0 and weight_decay != 0 and no_decay_1d
+                groups.append(dict(group, name=f"{label}_no_decay" if no_decay else label))
+    return groups
+
+
+def optimizer_spec(cfg: Any, node: Any = "OPTIM") -> OptimizerSpec:
+    """Read the optimizer node ``node`` (a name such as "OPTIM" / "ARCH_OPTIM", or the node itself) of ``cfg``.
+
+    Errors are ConfigErrors naming ``<NODE>.<KEY>``."""
+    node_name, o = resolve_optimizer_node(cfg, node)
+
+    def get(leaf: str) -> Any:
+        if leaf in o:
+            return o[leaf]
+        if leaf in _OPTIONAL_NODE_KEYS:
+            return _OPTIONAL_NODE_KEYS[leaf]
+        raise _config_error(f"{node_name}.{leaf} is missing: {node_name} is not an optimizer node "
+                            f"(an optimizer node has the keys {list(OPTIMIZER_NODE_KEYS)})")
+
+    name = str(get("NAME"))
     if name == "sgd":
-        kw = {"momentum": float(o["MOMENTUM"]), "nesterov": bool(o["NESTEROV"])}
+        kw: Dict[str, Any] = {"momentum": float(get("MOMENTUM")), "nesterov": bool(get("NESTEROV"))}
     elif name in ("rmsprop_tf", "rmsprop"):
-        kw = {"alpha": float(o["ALPHA"]), "eps": float(o["EPS"]), "momentum": float(o["MOMENTUM"])}
+        kw = {"alpha": float(get("ALPHA")), "eps": float(get("EPS")), "momentum": float(get("MOMENTUM"))}
     elif name in ("adam", "adamw"):
-        kw = {"betas": tuple(float(b) for b in o["BETAS"]), "eps": float(o["EPS"])}
+        kw = {"betas": tuple(float(b) for b in get("BETAS")), "eps": float(get("EPS"))}
     else:
-        raise ValueError(f"OPTIM.NAME = {name!r} is not one of {sorted(CLASS_NAMES)}")
-    return CLASS_NAMES[name], kw
+        raise _config_error(f"{node_name}.NAME = {name!r} is not one of {sorted(CLASS_NAMES)}")
+    unused = str(get("UNUSED_GRADS"))
+    if unused not in UNUSED_GRADS:
+        raise _config_error(f"{node_name}.UNUSED_GRADS = {unused!r} is not one of {list(UNUSED_GRADS)}")
+    lr = get("LR")
+    return OptimizerSpec(
+        node=node_name, name=name, cls_name=CLASS_NAMES[name], kwargs=kw,
+        weight_decay=float(get("WEIGHT_DECAY")), no_decay_1d=bool(get("NO_DECAY_1D")),
+        lr=None if lr is None else float(lr), grad_clip=float(get("GRAD_CLIP")), unused_grads=unused,
+        lr_groups=parse_lr_groups(get("LR_GROUPS"), f"{node_name}.LR_GROUPS"))
+
+
+def optimizer_args_from_config(cfg: Any, node: Any = "OPTIM") -> Tuple[str, Dict[str, Any]]:
+    """``(class name, keyword arguments)`` of the optimizer the node describes (weight decay goes to groups)."""
+    spec = optimizer_spec(cfg, node)
+    return spec.cls_name, dict(spec.kwargs)
+
+
+def reference_optimizer_from_config(cfg: Any, named: Sequence[Tuple[str, np.ndarray]], node: Any = "OPTIM",
+                                    unused_grads: str = "skip") -> "ReferenceOptimizer":
+    """The numpy twin of the backends' ``build_optimizer``: same node, same groups, same hyper-parameters."""
+    spec = optimizer_spec(cfg, node)
+    named = list(named)
+    groups = build_param_groups(named, [np.ndim(p) for _, p in named], spec.weight_decay, spec.no_decay_1d,
+                                spec.lr_groups, spec.key("LR_GROUPS"))
+    return ReferenceOptimizer(spec.name, groups, unused_grads=unused_grads, **spec.kwargs)
 
 
 # ------------------------------------------------------------------------------------------ neutral state

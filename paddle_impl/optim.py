@@ -42,11 +42,20 @@ def _is_trainable(p) -> bool:
 
 
 def param_groups(named_params: Iterable[Tuple[str, paddle.Tensor]], weight_decay: float, no_decay_1d: bool = True,
-                 lr_scale: float = 1.0) -> List[Dict[str, Any]]:
+                 lr_scale: float = 1.0, lr_groups: Sequence[str] = (), key: str = "OPTIM.LR_GROUPS"
+                 ) -> List[Dict[str, Any]]:
     """Split ``(name, parameter)`` pairs into a no-decay group (biases, 1-D params) and a decay group.
+
+    With ``lr_groups`` (``"regex=scale"`` rules, as in a node's ``LR_GROUPS``; ``key`` names them in errors) the
+    groups are ``common.optim_reference.build_param_groups``'s.
 
     Parameters that do not train (paddle lists BN statistics as parameters) are dropped."""
     named = [(n, p) for n, p in named_params if _is_trainable(p)]
+    if lr_groups:  # scales come from the rules (x lr_scale of the rest is not defined)
+        if lr_scale != 1.0:
+            raise ValueError("param_groups: give lr_scale or lr_groups, not both")
+        return ref.build_param_groups(named, [len(p.shape) for _, p in named], weight_decay, no_decay_1d,
+                                      lr_groups, key)
     return ref.split_decay(named, [len(p.shape) for _, p in named], weight_decay, no_decay_1d, lr_scale)
 
 
@@ -92,6 +101,10 @@ class _TwinOptimizer:
         self.state: Dict[str, Dict[str, paddle.Tensor]] = {}
         self.param_steps: Dict[str, int] = {}
         self.step_count = 0
+        # set by build_optimizer: the config node it was built from, its LR and GRAD_CLIP
+        self.node_name: Optional[str] = None
+        self.base_lr: Optional[float] = None
+        self.grad_clip = 0.0
 
     # ------------------------------------------------------------------ public API
     def zero_grad(self) -> None:
@@ -355,9 +368,20 @@ class ModelEma:
         layout.load_neutral(self.module, tensors, source)
 
 
-def build_optimizer(cfg: Any, named_params: Iterable[Tuple[str, paddle.Tensor]], model: Any = None,
-                    unused_grads: str = "skip") -> _TwinOptimizer:
-    """The optimizer ``OPTIM.*`` describes, over ``named_params`` split by ``OPTIM.WEIGHT_DECAY`` / ``NO_DECAY_1D``."""
-    cls_name, kwargs = ref.optimizer_args_from_config(cfg)
-    groups = param_groups(named_params, float(cfg["OPTIM"]["WEIGHT_DECAY"]), bool(cfg["OPTIM"]["NO_DECAY_1D"]))
-    return globals()[cls_name](groups, unused_grads=unused_grads, model=model, **kwargs)
+def build_optimizer(cfg: Any, named_params: Iterable[Tuple[str, Any]], model: Any = None,
+                    unused_grads: str = "skip", node: Any = "OPTIM") -> _TwinOptimizer:
+    """The optimizer the config node ``node`` describes ("OPTIM", "ARCH_OPTIM", ... or the node object itself).
+
+    Every option comes from that node: NAME and its hyper-parameters (MOMENTUM, NESTEROV, EPS, ALPHA, BETAS), the
+    groups (``WEIGHT_DECAY`` / ``NO_DECAY_1D`` / ``LR_GROUPS``, decided by
+    ``common.optim_reference.build_param_groups``); ``LR`` and ``GRAD_CLIP`` are recorded on the optimizer as
+    ``base_lr`` / ``grad_clip`` for the loop that drives it (``node_name`` says which node built it).  ``unused_grads``
+    is the caller's, as before.
+    """
+    spec = ref.optimizer_spec(cfg, node)
+    named = [(n, p) for n, p in named_params if _is_trainable(p)]
+    groups = ref.build_param_groups(named, [len(p.shape) for _, p in named], spec.weight_decay, spec.no_decay_1d,
+                                    spec.lr_groups, spec.key("LR_GROUPS"))
+    opt = globals()[spec.cls_name](groups, unused_grads=unused_grads, model=model, **spec.kwargs)
+    opt.node_name, opt.base_lr, opt.grad_clip = spec.node, spec.lr, spec.grad_clip
+    return opt
