@@ -673,3 +673,113 @@ def test_common_data_imports_no_framework():
             "assert not bad, bad")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+# ------------------------------------------------------------------------------ bad data stops before any work
+def _png(path, size=(10, 10), seed=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(random_image((*size, 3), seed)).save(path)
+
+
+def test_empty_class_folder_is_an_error_when_folders_define_the_classes(tmp_path):
+    _png(str(tmp_path / "a" / "0.png"))
+    (tmp_path / "b").mkdir()  # would take index 1 (or shift 'c' to 1): class indices would not mean what they say
+    (tmp_path / "b" / "readme.txt").write_text("no images here")
+    _png(str(tmp_path / "c" / "0.png"))
+    with pytest.raises(DataError, match="empty class folder") as info:
+        ImageFolder(str(tmp_path))
+    assert str(tmp_path / "b") in str(info.value) and "\n" not in str(info.value)
+    # given the class list (a val split indexed like train) an empty folder shifts nothing: a warning, not an error
+    with pytest.warns(UserWarning, match=str(tmp_path / "b")):
+        val = ImageFolder(str(tmp_path), classes=["a", "b", "c"])
+    assert [label for _, label in val.samples] == [0, 2]
+
+
+def test_image_folder_without_class_folders_is_named(tmp_path):
+    with pytest.raises(DataError, match="no class folders"):
+        ImageFolder(str(tmp_path))
+
+
+def test_verify_image_files_accepts_readable_files_and_names_bad_ones(tmp_path):
+    from common.data import verify_image_files
+
+    good = []
+    for k, fmt in enumerate(["PNG", "JPEG", "BMP", "WEBP", "TIFF"]):
+        path = tmp_path / f"good{k}.{fmt.lower()}"
+        Image.fromarray(random_image((16, 16, 3), k)).save(path, format=fmt)
+        good.append(str(path))
+    buffer = io.BytesIO()
+    Image.fromarray(random_image((16, 16, 3), 7)).save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+    (tmp_path / "trailing.jpg").write_bytes(jpeg + b"\x00" * 5000)  # bytes after EOI: PIL reads it, so must we
+    (tmp_path / "png_named.JPEG").write_bytes((tmp_path / "good0.png").read_bytes())  # ImageNet has one of these
+    good += [str(tmp_path / "trailing.jpg"), str(tmp_path / "png_named.JPEG")]
+    verify_image_files(good)
+
+    bad = {"cut.jpg": jpeg[: len(jpeg) // 2], "text.jpg": b"just text\n", "empty.png": b"",
+           "cut.png": (tmp_path / "good0.png").read_bytes()[:60]}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(DataError) as info:
+        verify_image_files(good + [str(tmp_path / name) for name in bad])
+    message = str(info.value)
+    assert message.startswith("4 unreadable image file(s): ") and "\n" not in message
+    assert all(str(tmp_path / name) in message for name in list(bad)[:3]) and "and 1 more" in message
+
+
+def test_build_dataset_checks_image_files_before_any_work(tmp_path):
+    for split in ("train", "val"):
+        _png(str(tmp_path / split / "a" / "0.png"))
+    (tmp_path / "train" / "a" / "1.jpg").write_bytes(b"<html>404</html>")
+    cfg = get_default_config()
+    cfg.DATA.DATASET, cfg.DATA.ROOT = "imagefolder", str(tmp_path)
+    with pytest.raises(DataError, match="1.jpg"):
+        build_dataset(cfg, "train")
+    assert len(build_dataset(cfg, "train", verify=False)) == 2  # the check can be skipped (class names only)
+    cfg.DATA.NUM_TRAIN = 1  # only the files a split uses are checked
+    picked = build_dataset(cfg, "train", verify=False)
+    ok = picked.dataset.samples[int(picked.indices[0])][0].endswith("0.png")
+    if ok:
+        build_dataset(cfg, "train")
+    else:
+        with pytest.raises(DataError, match="1.jpg"):
+            build_dataset(cfg, "train")
+
+
+def test_image_damaged_in_the_middle_fails_in_a_worker_with_one_named_line(tmp_path):
+    """Head and tail look fine, so only decoding finds it: inside a worker process, mid-epoch."""
+    _png(str(tmp_path / "c" / "0.png"), size=(40, 40))
+    data = (tmp_path / "c" / "0.png").read_bytes()
+    middle = len(data) // 2
+    (tmp_path / "c" / "1.png").write_bytes(data[:middle] + bytes(200) + data[middle + 200:])
+    ds = ImageFolder(str(tmp_path))
+    ds.verify()  # passes: the cheap check only reads the first and last bytes
+    loader = Loader(ds, T.ToNormalizedFloat((0.5,), (0.5,)), 1, workers=2)
+    with pytest.raises(DataError) as info:
+        collect(loader)
+    assert str(tmp_path / "c" / "1.png") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unreadable_cifar_batches_are_value_errors_naming_the_file(tmp_path):
+    from common.data import PickleReadError
+
+    folder, _, _ = write_cifar10(str(tmp_path))
+    path = os.path.join(folder, "data_batch_1")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[:100])
+    with pytest.raises(ValueError, match="data_batch_1") as info:
+        load_cifar(str(tmp_path), "cifar10", train=True)
+    assert isinstance(info.value, PickleReadError) and isinstance(info.value, pickle.UnpicklingError)
+    with open(path, "wb") as handle:
+        handle.write(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]}, protocol=2))
+    with pytest.raises(DataError, match="data_batch_1.*not a list of integers"):
+        load_cifar(str(tmp_path), "cifar10", train=True)
+
+
+def test_more_samples_asked_than_the_split_has_is_a_data_error():
+    cfg = get_default_config()
+    cfg.DATA.DATASET, cfg.DATA.SYNTHETIC_SAMPLES, cfg.DATA.NUM_VAL = "synthetic", 4, 5
+    with pytest.raises(DataError, match="DATA.NUM_VAL = 5"):
+        build_dataset(cfg, "val")

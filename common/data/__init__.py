@@ -22,10 +22,11 @@ from common.data.datasets import (
     SyntheticDataset,
     load_cifar,
     load_image,
+    verify_image_files,
 )
 from common.data.loader import Loader, epoch_order, load_batch, sample_rng, shard_indices
 from common.data.rand_augment import RandAugment, RandAugmentConfigError, parse_rand_augment
-from common.data.safe_pickle import UnsafePickleError, safe_load
+from common.data.safe_pickle import PickleReadError, UnsafePickleError, safe_load
 
 __all__ = [
     "ArrayDataset",
@@ -34,6 +35,7 @@ __all__ = [
     "DigitsDataset",
     "ImageFolder",
     "Loader",
+    "PickleReadError",
     "RandAugment",
     "RandAugmentConfigError",
     "Subset",
@@ -46,6 +48,7 @@ __all__ = [
     "load_batch",
     "load_cifar",
     "load_image",
+    "verify_image_files",
     "parse_rand_augment",
     "safe_load",
     "sample_rng",

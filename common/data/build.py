@@ -97,29 +97,37 @@ def _full_dataset(cfg, split: str):
             num_classes=cfg.MODEL.NUM_CLASSES,
             seed=_split_seed(cfg.SEED, split, purpose=1),
         )
-    raise ValueError(f"DATA.DATASET = {name!r} is not one of builtin_digits, cifar10, cifar100, imagefolder, synthetic")
+    raise ds.DataError(
+        f"DATA.DATASET = {name!r} is not one of builtin_digits, cifar10, cifar100, imagefolder, synthetic")
 
 
-def build_dataset(cfg, split: str):
+def build_dataset(cfg, split: str, verify: bool = True):
     """The ``split`` ('train' or 'val') dataset, limited to DATA.NUM_TRAIN / DATA.NUM_VAL samples when > 0.
 
     The limit keeps a seeded random subset (the first N of a permutation seeded by ``(SEED, split)``), in
-    dataset order.
+    dataset order.  ``verify``: an ImageFolder's files that the split uses are checked now
+    (:func:`common.data.datasets.verify_image_files`), so an unreadable image stops the command before any work.
+    Every error is a ``ValueError`` (``DataError``; ``DatasetNotFoundError`` is also a ``FileNotFoundError``)
+    whose one-line message names the file, folder or key.
     """
     _check_split(split)
     dataset = _full_dataset(cfg, split)
     key = "NUM_TRAIN" if split == "train" else "NUM_VAL"
     limit = int(cfg.DATA[key])
     if limit < 0:
-        raise ValueError(f"DATA.{key} = {limit} must be >= 0 (0 = every sample)")
-    if limit == 0 or limit == len(dataset):
-        return dataset
+        raise ds.DataError(f"DATA.{key} = {limit} must be >= 0 (0 = every sample)")
     if limit > len(dataset):
-        raise ValueError(
+        raise ds.DataError(
             f"DATA.{key} = {limit} but the {cfg.DATA.DATASET} {split} split has only {len(dataset)} samples"
         )
-    rng = np.random.Generator(np.random.PCG64(_split_seed(cfg.SEED, split, purpose=2)))
-    return ds.Subset(dataset, np.sort(rng.permutation(len(dataset))[:limit]))
+    if limit not in (0, len(dataset)):
+        rng = np.random.Generator(np.random.PCG64(_split_seed(cfg.SEED, split, purpose=2)))
+        dataset = ds.Subset(dataset, np.sort(rng.permutation(len(dataset))[:limit]))
+    if verify:
+        inner = dataset.dataset if isinstance(dataset, ds.Subset) else dataset
+        if isinstance(inner, ds.ImageFolder):
+            inner.verify(dataset.indices if isinstance(dataset, ds.Subset) else None)
+    return dataset
 
 
 def build_transform(cfg, split: str) -> Compose:

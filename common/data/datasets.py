@@ -12,6 +12,8 @@ file PIL decodes or an array we hold, so a CIFAR image and the same image saved 
 from __future__ import annotations
 
 import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +41,11 @@ class DataError(ValueError):
 
 class DatasetNotFoundError(DataError, FileNotFoundError):
     """The dataset root (or a file it must hold) does not exist."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of blanks collapsed: user errors are printed as one line."""
+    return " ".join(str(text).split())
 
 
 def _missing_root_message(path: str, what: str) -> str:
@@ -137,14 +144,17 @@ def _cifar_dir(root: str, folder: str) -> str:
 def _read_cifar_batch(path: str, label_key: bytes) -> Tuple[np.ndarray, List[int]]:
     if not os.path.isfile(path):
         raise DatasetNotFoundError(f"{path}: CIFAR batch file not found (is the archive fully extracted?)")
-    batch = safe_load(path)
+    batch = safe_load(path)  # PickleReadError / UnsafePickleError (ValueErrors) name the file
     if not isinstance(batch, dict):
         raise DataError(f"{path}: expected a dict in a CIFAR batch file, got {type(batch).__name__}")
     for key in (b"data", label_key):
         if key not in batch:
             raise DataError(f"{path}: CIFAR batch has no key {key!r} (keys: {sorted(batch)})")
     data = np.asarray(batch[b"data"])
-    labels = [int(v) for v in batch[label_key]]
+    try:
+        labels = [int(v) for v in batch[label_key]]
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: CIFAR labels {label_key!r} are not a list of integers ({one_line(exc)})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise DataError(
             f"{path}: expected b'data' uint8 of shape (N, 3072) and N labels, got {data.dtype} {data.shape} "
@@ -206,7 +216,7 @@ def load_image(path: str, channels: int = 3) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot decode the image ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: cannot decode the image ({type(exc).__name__}: {one_line(exc)})") from None
     array = np.asarray(img, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
@@ -239,22 +249,51 @@ class ImageFolder:
             raise DataError(
                 f"{root}: class folder(s) {unknown[:5]} are not among the {len(self.classes)} known classes"
             )
+        if not present:
+            raise DataError(
+                f"{root}: no class folders (expected {root}/<class>/<image>, one sub-folder per class, with "
+                f"extensions {', '.join(IMAGE_EXTENSIONS)})"
+            )
         self.samples: List[Tuple[str, int]] = []
+        empty = []
         for name in present:
+            before = len(self.samples)
             for folder, subdirs, files in os.walk(os.path.join(root, name)):
                 subdirs.sort()
                 for file in sorted(files):
                     if file.lower().endswith(IMAGE_EXTENSIONS):
                         self.samples.append((os.path.join(folder, file), index_of[name]))
+            if len(self.samples) == before:
+                empty.append(os.path.join(root, name))
         if not self.samples:
             raise DataError(
                 f"{root}: no images found (expected {root}/<class>/<image> with extensions "
                 f"{', '.join(IMAGE_EXTENSIONS)})"
             )
+        if empty:
+            listed = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            if classes is None:
+                # The class list comes from the folders: an empty one would still take an index (a head with one
+                # class that never occurs), or, if skipped, shift every later class; either way it is a mistake.
+                raise DataError(
+                    f"{len(empty)} empty class folder(s): {listed} (no file with extensions "
+                    f"{', '.join(IMAGE_EXTENSIONS)}); fill or remove it: every class folder of {root} must hold images"
+                )
+            # The class list is given (a val split indexed like train): an empty folder shifts nothing.
+            warnings.warn(f"{len(empty)} empty class folder(s) in {root}: {listed}; those classes have no samples",
+                          stacklevel=2)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def verify(self, indices: Optional[Sequence[int]] = None) -> None:
+        """Check that every image file (or those of ``indices``) is readable, before any work starts.
+
+        See :func:`verify_image_files`; raises :class:`DataError` naming the bad files.
+        """
+        chosen = self.samples if indices is None else [self.samples[int(i)] for i in indices]
+        verify_image_files([path for path, _ in chosen], self.channels)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -268,10 +307,76 @@ class ImageFolder:
         except DataError:
             raise
         except Exception as exc:  # the decoder's own error may not say which file
-            raise DataError(f"{path}: cannot decode the image ({type(exc).__name__}: {exc})") from None
+            raise DataError(f"{path}: cannot decode the image ({type(exc).__name__}: {one_line(exc)})") from None
         if image.ndim == 2:
             image = image[..., None]
         return convert_channels(image, self.channels), label
+
+
+# Cheap checks of an image file's first and last bytes: (magic prefix, test on (head, tail, size)).  A file whose
+# check fails, or whose format is not listed, is decoded in full; only a failed decode is an error, so a
+# check can only cost time, never reject a file PIL reads.
+_TAIL_BYTES = 1024
+
+
+def _riff_complete(head: bytes, tail: bytes, size: int) -> bool:
+    return len(head) >= 12 and head[8:12] == b"WEBP" and int.from_bytes(head[4:8], "little") + 8 <= size
+
+
+def _bmp_complete(head: bytes, tail: bytes, size: int) -> bool:
+    return len(head) >= 6 and int.from_bytes(head[2:6], "little") <= size
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", lambda head, tail, size: b"\xff\xd9" in tail),          # JPEG: SOI ... EOI
+    (b"\x89PNG\r\n\x1a\n", lambda head, tail, size: b"IEND" in tail),          # PNG: ... IEND chunk
+    (b"RIFF", _riff_complete),                                                   # WebP: RIFF size
+    (b"BM", _bmp_complete),                                                      # BMP: header file size
+)
+
+
+def _looks_complete(path: str) -> bool:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read(_TAIL_BYTES)
+    except OSError:
+        return False
+    for magic, complete in _SIGNATURES:
+        if head.startswith(magic):
+            return bool(complete(head, tail, size))
+    return False  # another format (TIFF, PNM, ...): decode it to know
+
+
+def _check_image_file(path: str, channels: int) -> Optional[str]:
+    """``None`` when ``path`` is a readable image, else a one-line reason naming it."""
+    if _looks_complete(path):
+        return None
+    try:
+        load_image(path, channels)
+    except DataError as exc:
+        return one_line(exc)
+    return None
+
+
+def verify_image_files(paths: Sequence[str], channels: int = 3, threads: int = 8) -> None:
+    """Raise :class:`DataError` naming every unreadable file among ``paths`` (the first 3 and a count).
+
+    Each file's first and last bytes are read (JPEG/PNG end markers, WebP/BMP declared sizes); a file that does
+    not look complete, or has another format, is decoded in full.  A non-image file named ``.jpg``, an empty or
+    a truncated file stops the run here, before any work, instead of in the middle of an epoch.  (A file damaged
+    only in the middle still fails when it is decoded, with the same one-line message.)
+    """
+    paths = list(paths)
+    if not paths:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(int(threads), len(paths)))) as pool:
+        reasons = [r for r in pool.map(lambda p: _check_image_file(p, channels), paths, chunksize=64) if r]
+    if reasons:
+        more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+        raise DataError(f"{len(reasons)} unreadable image file(s): " + "; ".join(reasons[:3]) + more)
 
 
 # ---------------------------------------------------------------------------------------- built-in digits

@@ -33,7 +33,13 @@ _BUILTIN_GLOBALS = frozenset(
 ALLOWED_GLOBALS: FrozenSet[Tuple[str, str]] = _NUMPY_GLOBALS | _BUILTIN_GLOBALS
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class PickleReadError(pickle.UnpicklingError, ValueError):
+    """A pickle file cannot be read (truncated, not a pickle, or refused); the message names the file.
+
+    A ``ValueError`` too, so the commands report it as a user error (one line, exit code 2)."""
+
+
+class UnsafePickleError(PickleReadError):
     """The pickle asked for a global outside the allow-list; nothing it named was imported or run."""
 
 
@@ -69,4 +75,5 @@ def safe_load(path: str, encoding: str = "bytes") -> Any:
     except UnsafePickleError:
         raise
     except Exception as exc:  # truncated or not a pickle at all
-        raise pickle.UnpicklingError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+        raise PickleReadError(f"{path}: not a readable pickle, the file is truncated or corrupt ({detail})") from None
