@@ -2,7 +2,7 @@
 
 Contenders (a base name, optionally with ``+flag`` variants; ``BENCH.CONTENDERS``):
 
-* ``torch``  -- the torch twin through the real trainer (``torch_impl.trainer.Trainer.train_step``: forward, loss with
+* ``torch``  -- the torch twin through the real trainer (``torch_impl.tasks.classification.Task.train_step``: forward, loss with
   label smoothing, backward, the twin ``RMSpropTF`` step over the weight-decay/no-decay groups, the ``ModelEma``
   update, loss and top-1 to the host) or, in eval, ``Backend.eval_logits`` (numpy in, numpy out);
 * ``paddle`` -- the paddle twin, the same calls;
@@ -238,7 +238,7 @@ def _twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg_path:
         counter = itertools.count()
 
         def step():
-            holder["metrics"] = trainer.train_step(images, labels, lr, next(counter))
+            holder["metrics"] = trainer.train_step({"train": (images, labels)}, {"weights": lr}, next(counter))
 
         output = None
     else:

@@ -4,10 +4,14 @@ Layout of one file
   * model tensors under their canonical names, in torch layout (Linear ``[out, in]``, BN
     ``running_mean`` / ``running_var``), as numpy arrays;
   * EMA weights (when the run keeps an EMA) under ``__ema__/<name>``;
-  * optimizer slots under ``__optim__/<slot>/<param name>`` (e.g. ``__optim__/momentum/conv_stem.weight``);
+  * the slots of each named optimizer (``weights``, ``arch``, ``meta``, ...) under
+    ``__optim__/<optimizer>/<slot>/<param name>`` (e.g. ``__optim__/weights/momentum/conv_stem.weight``);
   * extra numpy arrays of RNG state under ``__rng__/<name>``;
   * JSON metadata in the safetensors header: format version, family, spec, config, epoch/step, metrics,
-    source framework, and the scalar parts of the optimizer and RNG state.
+    source framework, the scalar parts of the optimizers and RNG state, and a task's JSON-able ``extra`` state
+    (a search's board, a sampler position, a genotype history).
+
+Format version 1 (one optimizer, ``__optim__/<slot>/<param>``) is still read: its optimizer becomes ``weights``.
 
 Writing goes through a temporary file, fsync and rename, so a killed run never leaves a partial file.
 Reading uses safetensors only: nothing in a checkpoint can execute code.
@@ -24,11 +28,13 @@ import numpy as np
 from common.io_utils import atomic_path
 
 FORMAT_NAME = "twinnas-neutral"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 EMA_PREFIX = "__ema__/"
 OPTIM_PREFIX = "__optim__/"
 RNG_PREFIX = "__rng__/"
 RESERVED_PREFIXES = (EMA_PREFIX, OPTIM_PREFIX, RNG_PREFIX)
+#: the name of the optimizer of the network weights (format version 1 files had only this one)
+WEIGHTS_OPTIMIZER = "weights"
 SUFFIX = ".safetensors"
 
 
@@ -46,15 +52,44 @@ class OptimizerState:
     hyper: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass
 class Checkpoint:
-    model: Dict[str, np.ndarray]
-    meta: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    ema: Optional[Dict[str, np.ndarray]] = None
-    optimizer: Optional[OptimizerState] = None
-    # JSON-able RNG state (numpy bit generator states, sampler positions) plus optional arrays.
-    rng: Optional[Dict[str, Any]] = None
-    rng_arrays: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Model tensors, EMA, named optimizer states, RNG state, metadata and a task's JSON-able ``extra``.
+
+    ``optimizer=`` (one optimizer, the weights') is accepted for the common case and stored as ``weights``;
+    ``optimizers={name: state}`` holds several (a search's ``weights`` + ``arch``, Cream's ``meta``).
+    """
+
+    def __init__(self, model: Dict[str, np.ndarray], meta: Optional[Dict[str, Any]] = None,
+                 ema: Optional[Dict[str, np.ndarray]] = None, optimizer: Optional[OptimizerState] = None,
+                 rng: Optional[Dict[str, Any]] = None, rng_arrays: Optional[Dict[str, np.ndarray]] = None,
+                 optimizers: Optional[Dict[str, OptimizerState]] = None, extra: Optional[Dict[str, Any]] = None):
+        self.model = model
+        self.meta = {} if meta is None else meta
+        self.ema = ema
+        self.optimizers: Dict[str, OptimizerState] = dict(optimizers or {})
+        if optimizer is not None:
+            if WEIGHTS_OPTIMIZER in self.optimizers:
+                raise ValueError("Checkpoint: pass the weights optimizer as optimizer= or in optimizers=, not both")
+            self.optimizers[WEIGHTS_OPTIMIZER] = optimizer
+        self.rng = rng
+        self.rng_arrays = {} if rng_arrays is None else rng_arrays
+        self.extra: Dict[str, Any] = {} if extra is None else extra
+
+    @property
+    def optimizer(self) -> Optional[OptimizerState]:
+        """The weights' optimizer (``optimizers["weights"]``), or None."""
+        return self.optimizers.get(WEIGHTS_OPTIMIZER)
+
+    @optimizer.setter
+    def optimizer(self, state: Optional[OptimizerState]) -> None:
+        if state is None:
+            self.optimizers.pop(WEIGHTS_OPTIMIZER, None)
+        else:
+            self.optimizers[WEIGHTS_OPTIMIZER] = state
+
+    def __repr__(self) -> str:
+        return (f"Checkpoint({len(self.model)} model tensors, ema={self.ema is not None}, "
+                f"optimizers={sorted(self.optimizers)}, extra={sorted(self.extra)}, meta={sorted(self.meta)})")
 
 
 def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
@@ -68,26 +103,31 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
     if ckpt.ema is not None:
         for name, array in ckpt.ema.items():
             tensors[EMA_PREFIX + name] = _as_array(array, name)
-    optim_meta = None
-    if ckpt.optimizer is not None:
-        opt = ckpt.optimizer
+    optim_meta = {}
+    for opt_name, opt in ckpt.optimizers.items():
+        for what, value in (("optimizer name", opt_name), *(("optimizer slot name", slot) for slot in opt.slots)):
+            if not value or "/" in value:
+                raise CheckpointError(f"{path}: {what} {value!r} must be non-empty and may not contain '/'")
         for slot, per_param in opt.slots.items():
-            if "/" in slot:
-                raise CheckpointError(f"{path}: optimizer slot name {slot!r} may not contain '/'")
             for name, array in per_param.items():
-                tensors[f"{OPTIM_PREFIX}{slot}/{name}"] = _as_array(array, name)
-        optim_meta = {"name": opt.name, "step": int(opt.step), "hyper": opt.hyper, "slots": sorted(opt.slots)}
+                tensors[f"{OPTIM_PREFIX}{opt_name}/{slot}/{name}"] = _as_array(array, name)
+        optim_meta[opt_name] = {"name": opt.name, "step": int(opt.step), "hyper": opt.hyper,
+                                "slots": sorted(opt.slots)}
     for name, array in ckpt.rng_arrays.items():
         tensors[RNG_PREFIX + name] = _as_array(array, name)
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "meta": ckpt.meta,
-        "optimizer": optim_meta,
+        "optimizers": optim_meta,
         "rng": ckpt.rng,
         "has_ema": ckpt.ema is not None,
+        "extra": ckpt.extra,
     }
-    metadata = {"twinnas": json.dumps(header, default=_json_default, sort_keys=True)}
+    try:
+        metadata = {"twinnas": json.dumps(header, default=_json_default, sort_keys=True, allow_nan=False)}
+    except ValueError as exc:  # NaN / inf in metrics or extra: never written as non-standard JSON
+        raise CheckpointError(f"{path}: metadata holds a non-finite number ({exc})") from None
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 
@@ -122,31 +162,57 @@ def load_checkpoint(path: str) -> Checkpoint:
     model: Dict[str, np.ndarray] = {}
     ema: Dict[str, np.ndarray] = {}
     rng_arrays: Dict[str, np.ndarray] = {}
-    slots: Dict[str, Dict[str, np.ndarray]] = {}
+    slots: Dict[str, Dict[str, Dict[str, np.ndarray]]] = {}  # optimizer -> slot -> param -> array
     for name, array in tensors.items():
         if name.startswith(EMA_PREFIX):
             ema[name[len(EMA_PREFIX):]] = array
         elif name.startswith(OPTIM_PREFIX):
-            slot, _, param = name[len(OPTIM_PREFIX):].partition("/")
-            slots.setdefault(slot, {})[param] = array
+            rest = name[len(OPTIM_PREFIX):]
+            opt_name = WEIGHTS_OPTIMIZER if version < 2 else rest.partition("/")[0]
+            if version >= 2:
+                rest = rest.partition("/")[2]
+            slot, _, param = rest.partition("/")
+            if not slot or not param:
+                raise CheckpointError(f"{path}: malformed optimizer tensor name {name!r}")
+            slots.setdefault(opt_name, {}).setdefault(slot, {})[param] = array
         elif name.startswith(RNG_PREFIX):
             rng_arrays[name[len(RNG_PREFIX):]] = array
         else:
             model[name] = array
-    optimizer = None
-    if header.get("optimizer"):
-        opt = header["optimizer"]
+    described = header.get("optimizers") or {}
+    if version < 2 and header.get("optimizer"):
+        described = {WEIGHTS_OPTIMIZER: header["optimizer"]}
+    stray = sorted(set(slots) - set(described))
+    if stray:
+        raise CheckpointError(f"{path}: optimizer tensors for {stray} without their description in the header")
+    optimizers = {}
+    for opt_name, opt in described.items():
+        per_slot = slots.get(opt_name, {})
         for slot in opt.get("slots", []):
-            slots.setdefault(slot, {})
-        optimizer = OptimizerState(name=opt["name"], step=int(opt["step"]), slots=slots, hyper=opt.get("hyper", {}))
+            per_slot.setdefault(slot, {})
+        optimizers[opt_name] = OptimizerState(name=opt["name"], step=int(opt["step"]), slots=per_slot,
+                                              hyper=opt.get("hyper", {}))
     return Checkpoint(
         model=model,
         meta=header.get("meta", {}),
         ema=ema if header.get("has_ema") else None,
-        optimizer=optimizer,
+        optimizers=optimizers,
         rng=header.get("rng"),
         rng_arrays=rng_arrays,
+        extra=header.get("extra") or {},
     )
+
+
+def read_meta(path: str) -> Dict[str, Any]:
+    """The metadata (``meta``) of a neutral checkpoint without reading its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as handle:
+            header = json.loads((handle.metadata() or {})["twinnas"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable header is the same error for the caller
+        raise CheckpointError(f"{path}: no readable twinnas metadata ({type(exc).__name__}: {exc})") from None
+    return header.get("meta", {})
 
 
 @dataclasses.dataclass

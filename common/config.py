@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from common.families import family_names
+
 BASE_KEY = "_BASE_"
 
 
@@ -67,20 +69,44 @@ _C.AUG.RANDOM_ERASE = 0.0    # probability
 _C.AUG.CUTOUT = 0            # Cutout square side (0 = off)
 _C.AUG.INTERPOLATION = "random"  # training crops/resizes: random (bilinear or bicubic per image) | bilinear | bicubic | nearest
 
-_C.OPTIM = CN()
-_C.OPTIM.NAME = "sgd"        # sgd | rmsprop_tf | rmsprop | adam | adamw
-_C.OPTIM.LR = 0.1
-_C.OPTIM.MOMENTUM = 0.9
-_C.OPTIM.NESTEROV = False
-_C.OPTIM.WEIGHT_DECAY = 0.0
-_C.OPTIM.NO_DECAY_1D = True  # no weight decay on biases and 1-D (BN) parameters
-_C.OPTIM.EPS = 1e-8
-_C.OPTIM.ALPHA = 0.9         # RMSprop square-average decay
-_C.OPTIM.BETAS = (0.9, 0.999)
-_C.OPTIM.GRAD_CLIP = 0.0     # global-norm clip (0 = off)
-# Parameters that got no gradient this step: 'skip' them (torch set_to_none) or treat as 'zero' gradients
-# (paddle's clear_grad default; momentum and weight decay still move them).
-_C.OPTIM.UNUSED_GRADS = "skip"
+
+def optimizer_node(**defaults: Any) -> CN:
+    """One optimizer's config node: the same keys for OPTIM, ARCH_OPTIM, META_OPTIM ..., only the defaults differ.
+
+    ``build_optimizer(cfg, named_params, node="ARCH_OPTIM")`` (both backends) reads every key from the node it is
+    given."""
+    node = CN()
+    node.NAME = "sgd"        # sgd | rmsprop_tf | rmsprop | adam | adamw
+    node.LR = 0.1            # base LR of the node's schedule (the loop passes the scheduled LR to step())
+    node.MOMENTUM = 0.9
+    node.NESTEROV = False
+    node.WEIGHT_DECAY = 0.0
+    node.NO_DECAY_1D = True  # no weight decay on biases and 1-D (BN) parameters
+    node.EPS = 1e-8
+    node.ALPHA = 0.9         # RMSprop square-average decay
+    node.BETAS = (0.9, 0.999)
+    node.GRAD_CLIP = 0.0     # global-norm clip (0 = off)
+    # Parameters that got no gradient this step: 'skip' them (torch set_to_none) or treat as 'zero' gradients
+    # (paddle's clear_grad default; momentum and weight decay still move them).
+    node.UNUSED_GRADS = "skip"
+    # Parameter groups with their own LR: "regex=scale" strings, e.g. ["^classifier\\.=10"].  A parameter whose
+    # canonical name the regex finds (re.search: anchor with ^) gets scale x the scheduled LR; the first matching
+    # rule wins; a rule that gets no parameter is an error (a typo must not silently train everything at one LR).
+    # Weight decay still follows WEIGHT_DECAY / NO_DECAY_1D inside every group.
+    node.LR_GROUPS = ()
+    for key, value in defaults.items():
+        if key not in node:
+            raise KeyError(f"optimizer_node: unknown key {key!r} (keys: {sorted(node)})")
+        # keep the key's type (an int LR default would make the merge reject a float override)
+        node[key] = float(value) if isinstance(node[key], float) and not isinstance(value, bool) else value
+    return node
+
+
+_C.OPTIM = optimizer_node()
+# PC-DARTS architecture optimizer (the alphas / betas): Adam, lr 6e-4, betas (0.5, 0.999), weight decay 1e-3 on
+# every architecture parameter.
+_C.ARCH_OPTIM = optimizer_node(NAME="adam", LR=6e-4, BETAS=(0.5, 0.999), WEIGHT_DECAY=1e-3, NO_DECAY_1D=False,
+                               GRAD_CLIP=0.0)
 
 _C.SCHED = CN()
 _C.SCHED.NAME = "cosine"     # constant | step | cosine | linear
@@ -102,6 +128,9 @@ _C.TRAIN.AUX_WEIGHT = 0.0    # weight of an auxiliary head's loss (PNASNet: 0.4)
 _C.TRAIN.LOG_INTERVAL = 20
 _C.TRAIN.EVAL_EVERY = 1      # epochs
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # 0 = the whole epoch (tests use small values)
+_C.TRAIN.ITERATIONS = 0      # > 0: the run is this many steps (the last epoch is cut short) instead of TRAIN.EPOCHS
+_C.TRAIN.CKPT_EVERY = 1      # epochs between the kept epoch-NNNN checkpoints (last.safetensors: every epoch)
+_C.TRAIN.KEEP_CHECKPOINTS = 3  # how many epoch-NNNN checkpoints stay (0 = none)
 
 _C.CREAM = CN()
 # A custom child-net path: a list of 7 lists of choice indices (0..5 = k3e4 k3e6 k5e4 k5e6 k7e4 k7e6), written
@@ -153,13 +182,15 @@ _C.BENCH.TIMEOUT_S = 1800.0         # a worker that does not answer within this 
 ENUMS: Dict[str, Sequence[Any]] = {
     "DEVICE": ("cpu", "gpu"),
     "DTYPE": ("float32", "float64"),
-    "MODEL.FAMILY": ("cream", "pnasnet", "pcdarts", "nasbench_mr"),
+    "MODEL.FAMILY": family_names(),  # the registry in common/families.py
     "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic"),
     "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
     "AUG.INTERPOLATION": ("random", "bilinear", "bicubic", "nearest"),
     "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear"),
     "OPTIM.UNUSED_GRADS": ("skip", "zero"),
+    "ARCH_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
+    "ARCH_OPTIM.UNUSED_GRADS": ("skip", "zero"),
 }
 
 
@@ -202,22 +233,134 @@ def validate(cfg: CN, source: str) -> None:
             continue
         if value not in allowed:
             raise ConfigError(f"{source}: {key} = {value!r} is not one of {list(allowed)}")
+    import math
+
+    def finite(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def nonneg(v):
+        return finite(v) and v >= 0
+
+    def positive(v):
+        return finite(v) and v > 0
+
+    def unit(v):  # a probability
+        return finite(v) and 0.0 <= v <= 1.0
+
+    def unit_open(v):  # a decay / momentum / smoothing: [0, 1)
+        return finite(v) and 0.0 <= v < 1.0
+
+    def pair(ok):
+        return lambda v: len(v) == 2 and all(ok(x) for x in v) and v[0] <= v[1]
+
+    def norm_values(v):  # DATA.MEAN / DATA.STD: 1 or CHANNELS values (3 are averaged for CHANNELS 1)
+        return all(finite(x) for x in v) and (len(v) in (1, cfg.DATA.CHANNELS)
+                                              or (cfg.DATA.CHANNELS == 1 and len(v) == 3))
+
+    def rand_augment(v):
+        if not v:
+            return True
+        from common.data.rand_augment import RandAugmentConfigError, parse_rand_augment
+
+        try:
+            parse_rand_augment(v)
+        except RandAugmentConfigError:
+            return False
+        return True
+
+    channels_rule = "must hold 1 or DATA.CHANNELS finite values (3 values are averaged when DATA.CHANNELS is 1)"
     checks = [
+        ("SEED", lambda v: v >= 0, "must be >= 0 (numpy seeds are non-negative)"),
         ("DATA.BATCH_SIZE", lambda v: v >= 1, "must be >= 1"),
+        ("DATA.EVAL_BATCH_SIZE", lambda v: v >= 0, "must be >= 0 (0 = DATA.BATCH_SIZE)"),
         ("DATA.IMAGE_SIZE", lambda v: v >= 1, "must be >= 1"),
         ("DATA.CHANNELS", lambda v: v in (1, 3), "must be 1 or 3"),
         ("DATA.WORKERS", lambda v: v >= 0, "must be >= 0"),
+        ("DATA.NUM_TRAIN", lambda v: v >= 0, "must be >= 0 (0 = every sample)"),
+        ("DATA.NUM_VAL", lambda v: v >= 0, "must be >= 0 (0 = every sample)"),
+        ("DATA.SYNTHETIC_SAMPLES", lambda v: v >= 1, "must be >= 1"),
+        ("DATA.MEAN", norm_values, channels_rule),
+        ("DATA.STD", norm_values, channels_rule),
+        ("DATA.STD", lambda v: all(positive(x) for x in v), "must be > 0 (images are divided by it)"),
+        ("DATA.CROP_PCT", lambda v: finite(v) and 0.0 < v <= 1.0, "must be in (0, 1]"),
+        ("AUG.RRC_SCALE", pair(lambda x: finite(x) and 0.0 < x <= 1.0),
+         "must be two values lo <= hi in (0, 1] (fractions of the image area)"),
+        ("AUG.RRC_RATIO", pair(positive), "must be two values 0 < lo <= hi (aspect ratios)"),
+        ("AUG.PAD_CROP", lambda v: v >= 0, "must be >= 0 (0 = off)"),
+        ("AUG.HFLIP", unit, "must be a probability in [0, 1]"),
+        ("AUG.COLOR_JITTER", nonneg, "must be >= 0 (0 = off)"),
+        ("AUG.RAND_AUGMENT", rand_augment,
+         "is not a RandAugment setting: expected '' (off) or 'rand-m<0..10>[-n<ops>=1..][-mstd<std>]', "
+         "e.g. 'rand-m9-mstd0.5'"),
+        ("AUG.RANDOM_ERASE", unit, "must be a probability in [0, 1]"),
+        ("AUG.CUTOUT", lambda v: v >= 0, "must be >= 0 (0 = off)"),
         ("THREADS", lambda v: v >= 0, "must be >= 0"),
         ("MODEL.NUM_CLASSES", lambda v: v >= 1, "must be >= 1"),
-        ("MODEL.DROPOUT", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-        ("MODEL.DROP_PATH", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+        ("MODEL.DROPOUT", unit_open, "must be in [0, 1)"),
+        ("MODEL.DROP_PATH", unit_open, "must be in [0, 1)"),
         ("TRAIN.EPOCHS", lambda v: v >= 0, "must be >= 0"),
-        ("TRAIN.EMA_DECAY", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-        ("OPTIM.LR", lambda v: v >= 0, "must be >= 0"),
+        ("TRAIN.EMA_DECAY", unit_open, "must be in [0, 1)"),
+        ("TRAIN.LABEL_SMOOTHING", unit_open, "must be in [0, 1)"),
+        ("TRAIN.AUX_WEIGHT", nonneg, "must be >= 0"),
+        ("TRAIN.LOG_INTERVAL", lambda v: v >= 0, "must be >= 0 (steps; 0 = off)"),
+        ("TRAIN.EVAL_EVERY", lambda v: v >= 1, "must be >= 1 (epochs)"),
+        ("TRAIN.MAX_STEPS_PER_EPOCH", lambda v: v >= 0, "must be >= 0 (0 = the whole epoch)"),
+        ("TRAIN.ITERATIONS", lambda v: v >= 0, "must be >= 0 (0 = TRAIN.EPOCHS decides the length)"),
+        ("TRAIN.CKPT_EVERY", lambda v: v >= 1, "must be >= 1 (epochs)"),
+        ("TRAIN.KEEP_CHECKPOINTS", lambda v: v >= 0, "must be >= 0"),
+        ("SCHED.WARMUP_EPOCHS", nonneg, "must be >= 0"),
+        ("SCHED.WARMUP_LR", nonneg, "must be a finite number >= 0"),
+        ("SCHED.DECAY_EPOCHS", positive, "must be > 0 (epochs between step decays)"),
+        ("SCHED.DECAY_RATE", positive, "must be > 0 (the LR is multiplied by it)"),
+        ("SCHED.MIN_LR", nonneg, "must be a finite number >= 0"),
+        ("SCHED.MIN_LR", lambda v: v <= cfg.OPTIM.LR, f"must be <= OPTIM.LR = {cfg.OPTIM.LR!r}"),
+        ("SCHED.COOLDOWN_EPOCHS", nonneg, "must be >= 0"),
+        ("SCHED.COOLDOWN_EPOCHS",
+         lambda v: cfg.SCHED.NAME != "cosine" or cfg.TRAIN.EPOCHS == 0 or v < cfg.TRAIN.EPOCHS,
+         f"must be < TRAIN.EPOCHS = {cfg.TRAIN.EPOCHS} (cosine decays over TRAIN.EPOCHS - SCHED.COOLDOWN_EPOCHS)"),
+        ("SCHED.MILESTONES", lambda v: all(nonneg(x) for x in v) and list(v) == sorted(v),
+         "must be epochs >= 0 in increasing order"),
+        ("SCHED.MILESTONES", lambda v: cfg.SCHED.NAME != "multistep" or len(v) > 0,
+         "must not be empty when SCHED.NAME is 'multistep'"),
+        ("PNASNET.TOTAL_TRAINING_STEPS", lambda v: v >= 0, "must be >= 0 (0 = no drop-path burn-in)"),
+        ("PNASNET.BN_DECAY", unit_open, "must be in [0, 1)"),
+        ("PARITY.BACKENDS", lambda v: len(v) > 0 and all(x in ("torch", "paddle") for x in v),
+         "must name backends among ['torch', 'paddle']"),
+        ("PARITY.DTYPES", lambda v: len(v) > 0 and all(x in ("float32", "float64") for x in v),
+         "must name dtypes among ['float32', 'float64']"),
+        ("PARITY.BATCH_SIZE", lambda v: v >= 1, "must be >= 1"),
+        ("PARITY.STEPS", lambda v: v >= 0, "must be >= 0"),
+        ("BENCH.BATCH_SIZES", lambda v: all(x >= 1 for x in v), "must be batch sizes >= 1"),
+        ("BENCH.TRAIN_BATCH_SIZES", lambda v: all(x >= 1 for x in v), "must be batch sizes >= 1"),
+        ("BENCH.WARMUP", lambda v: v >= 0, "must be >= 0 (0 = the family's default)"),
+        ("BENCH.ITERS", lambda v: v >= 0, "must be >= 0 (0 = the family's default)"),
+        ("BENCH.ROUNDS", lambda v: v >= 1, "must be >= 1"),
+        ("BENCH.MODES", lambda v: all(x in ("train", "eval") for x in v), "must be among ['train', 'eval']"),
+        ("BENCH.THREADS", lambda v: v >= 0, "must be >= 0"),
+        ("BENCH.PROFILE_STEPS", lambda v: v >= 0, "must be >= 0"),
+        ("BENCH.TIMEOUT_S", positive, "must be > 0 (seconds)"),
     ]
+    # Every optimizer node (OPTIM, ARCH_OPTIM, ...: the same keys, see optimizer_node), checked first.
+    for node in reversed([k for k in cfg.keys() if k == "OPTIM" or k.endswith("_OPTIM")]):
+        checks[:0] = [
+            (f"{node}.LR", nonneg, "must be a finite number >= 0"),
+            (f"{node}.MOMENTUM", unit_open, "must be in [0, 1)"),
+            (f"{node}.WEIGHT_DECAY", nonneg, "must be a finite number >= 0"),
+            (f"{node}.EPS", positive, "must be > 0"),
+            (f"{node}.ALPHA", unit_open, "must be in [0, 1)"),
+            (f"{node}.BETAS", lambda v: len(v) == 2 and all(unit_open(x) for x in v), "must be two values in [0, 1)"),
+            (f"{node}.GRAD_CLIP", nonneg, "must be >= 0 (0 = off)"),
+        ]
     for key, ok, why in checks:
-        value = _get(cfg, key)
-        if not ok(value):
+        try:
+            value = _get(cfg, key)
+        except KeyError:  # a sub-tree this version does not have
+            continue
+        try:
+            good = bool(ok(value))
+        except (TypeError, ValueError):  # e.g. a list whose items have the wrong type
+            good = False
+        if not good:
             raise ConfigError(f"{source}: {key} = {value!r} {why}")
 
 
@@ -341,6 +484,8 @@ def _get(cfg: CN, dotted: str):
 
 
 def _parse_scalar(raw: str) -> Any:
+    if raw == "":  # `DATA.ROOT ""` on the command line: the empty string, not YAML's null
+        return ""
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:

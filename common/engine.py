@@ -1,14 +1,28 @@
-"""The training and evaluation loops, written once for both backends.
+"""The one training loop, written once for every system and both backends (framework-free).
 
-Everything here is framework-free: the backend supplies a *trainer* (``backend.make_trainer``) with
-``train_step(images, labels, lr)``, ``eval_batch(images, labels, use_ema)``, ``to_checkpoint()`` and
-``load_checkpoint(ckpt)``; batches come from the numpy loader in ``common/data``; the LR comes from
-``common/schedules``.  A run folder holds ``config.yaml``, ``train.log``, ``metrics.csv``,
-``last.safetensors``, ``best.safetensors`` and the last few ``epoch-NNNN.safetensors``.
+:class:`Loop` runs a *task* (``common/tasks``: image classification today; the searches build on it) over
+epochs of steps.  A step takes one batch of each of the task's data streams (numpy loaders from ``common/data``)
+and the learning rate of each of its named optimizers (``common/schedules``, one schedule per optimizer); the
+task does the tensor work.  Around the steps the loop keeps, in the style of detectron2's trainer:
 
-Resume: checkpoints are written at epoch ends and carry the model, the EMA, the optimizer slots and the
-epoch; data order and augmentation are functions of (seed, epoch, sample), and framework RNGs are
-re-seeded from (seed, epoch) at every epoch start, so a resumed run repeats the uninterrupted one.
+  * progress bars, ``train.log``, ``metrics.csv`` (the task declares the columns) and TensorBoard scalars;
+  * evaluation every ``TRAIN.EVAL_EVERY`` epochs on the validation loader, for each variant the task names
+    (``val``, ``ema_val``), and ``best`` by the task's score;
+  * checkpoints (``common/checkpoint``): ``last`` every epoch, ``best`` when the score improves, ``epoch-NNNN``
+    every ``TRAIN.CKPT_EVERY`` epochs (the newest ``TRAIN.KEEP_CHECKPOINTS`` kept); each carries the whole
+    metrics history, so ``RESUME auto`` rewrites ``metrics.csv`` with every finished epoch exactly once;
+  * the non-finite stop: a NaN or infinite loss, output, gradient or weight stops the run naming epoch and step,
+    before anything is scored, marked best or saved (the last good checkpoint stays);
+  * hooks (:class:`Hook`) called before/after the run, each epoch and each step; :meth:`Loop.run_step` is the
+    step a subclass overrides.
+
+Resume: data order and augmentation are functions of (seed, epoch, sample), framework RNGs are re-seeded from
+(seed, epoch) at every epoch start and dropout masks from (seed, step), so a resumed run repeats the
+uninterrupted one.  ``rank``/``world_size`` go to the loaders (the seam for distributed runs).
+
+A run folder holds ``config.yaml``, ``train.log``, ``metrics.csv``, ``tensorboard/``, ``last.safetensors``,
+``best.safetensors`` and ``epoch-NNNN.safetensors``.  :func:`prepare_run_dir` refuses to train into a folder that
+already holds a run unless it is resumed, and removes temporary files a killed save left behind.
 """
 from __future__ import annotations
 
@@ -18,22 +32,20 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from common.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from common.config import config_to_dict
+from common.tasks import NonFiniteError, TaskBase
 
-KEEP_HISTORY = 3
-METRIC_FIELDS = [
-    "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
-    "ema_val_loss", "ema_val_top1", "ema_val_top5", "images_per_s", "epoch_seconds",
-]
+CHECKPOINT_NAMES = ("last.safetensors", "best.safetensors")
+RUN_FILES = ("metrics.csv",) + CHECKPOINT_NAMES
 
 
 class TrainingError(RuntimeError):
-    """The run cannot continue (non-finite loss, unusable resume state); the message says where."""
+    """The run cannot continue (non-finite values, unusable resume state); the message says where."""
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -57,55 +69,400 @@ def get_logger(run_dir: str, name: str) -> logging.Logger:
     return logger
 
 
+# ---------------------------------------------------------------------------------------------- run folder
+def is_temp_file(name: str) -> bool:
+    """A temporary file of an interrupted atomic write (``common/io_utils.atomic_path``: ``.<name>.<rand>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def check_run_dir(run_dir: str, resume: str) -> None:
+    """Refuse a run folder that cannot hold this run, without touching anything.
+
+    A folder that already holds a run (a checkpoint or ``metrics.csv``) is only trained into again when that run
+    is continued (``RESUME auto``, or ``RESUME`` naming a checkpoint inside it): results are never overwritten."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise TrainingError(f"run folder {run_dir} is a file, not a folder: choose another with --output")
+    if not os.path.isdir(run_dir):
+        return
+    held = sorted(name for name in os.listdir(run_dir)
+                  if name in RUN_FILES or (name.startswith("epoch-") and name.endswith(".safetensors")))
+    continues = resume == "auto" or (
+        bool(resume) and os.path.dirname(os.path.abspath(resume)) == os.path.abspath(run_dir))
+    if held and not continues:
+        raise TrainingError(
+            f"run folder {run_dir} already holds a run ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}): "
+            f"continue it with RESUME auto, or train into a new folder with --output")
+
+
+def prepare_run_dir(run_dir: str, resume: str) -> List[str]:
+    """:func:`check_run_dir`, then create the folder and remove the temporary files a killed save left there
+    (returned).  Raises :class:`TrainingError` naming the folder."""
+    check_run_dir(run_dir, resume)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise TrainingError(f"run folder {run_dir} is not writable")
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        if is_temp_file(name) and os.path.isfile(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+            removed.append(name)
+    return removed
+
+
+def resume_path(cfg, run_dir: str, kind: str) -> str:
+    """The checkpoint ``RESUME`` names (``auto``: the run folder's ``last.safetensors`` when present, else ""),
+    checked before any work: readable, a training checkpoint of this family/network and task, not past the end.
+    Raises :class:`TrainingError` or ``CheckpointError`` naming the file."""
+    from common.checkpoint import read_meta
+
+    path = cfg.RESUME
+    if path == "auto":
+        candidate = os.path.join(run_dir, "last.safetensors")
+        path = candidate if os.path.isfile(candidate) else ""
+    if not path:
+        return ""
+    if not os.path.isfile(path):
+        raise TrainingError(f"RESUME = {path!r}: no such checkpoint file")
+    meta = read_meta(path)
+    if meta.get("family") != cfg.MODEL.FAMILY or meta.get("name") != cfg.MODEL.NAME:
+        raise TrainingError(f"{path}: checkpoint of {meta.get('family')}/{meta.get('name')}, "
+                            f"but the config trains {cfg.MODEL.FAMILY}/{cfg.MODEL.NAME}")
+    if "epoch" not in meta:
+        raise TrainingError(f"{path}: no epoch in its metadata; it is not a training checkpoint "
+                            "(use MODEL.WEIGHTS to start from its weights)")
+    written_by = meta.get("task", kind)
+    if written_by != kind:
+        raise TrainingError(f"{path}: written by a {written_by!r} run, this run is {kind!r}")
+    epochs = int(cfg.TRAIN.EPOCHS)
+    if not int(getattr(cfg.TRAIN, "ITERATIONS", 0) or 0) and int(meta["epoch"]) > epochs:
+        raise TrainingError(f"{path}: written after epoch {meta['epoch']}, but TRAIN.EPOCHS is {epochs}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- metrics
 class MetricsFile:
-    """``metrics.csv`` with one row per epoch; rows past the resume point are dropped on resume."""
+    """``metrics.csv``: one row per finished epoch, the columns the task declares.
 
-    def __init__(self, path: str, resume_epoch: int):
+    On resume the file is rewritten from the checkpoint's history (every epoch up to and including the resumed
+    one, each exactly once); a checkpoint written before histories were kept falls back to the file's own rows
+    up to the resumed epoch."""
+
+    def __init__(self, path: str, fields: Sequence[str], history: Optional[List[Dict[str, Any]]] = None,
+                 resume_epoch: int = 0):
         self.path = path
-        rows = []
-        if resume_epoch > 0 and os.path.isfile(path):
-            with open(path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < resume_epoch]
-        self._rewrite(rows)
+        self.fields = list(fields)
+        if history is None:
+            history = []
+            if resume_epoch > 0 and os.path.isfile(path):
+                with open(path, newline="") as handle:
+                    history = [row for row in csv.DictReader(handle)
+                               if str(row.get("epoch", "")).isdigit() and int(row["epoch"]) <= resume_epoch]
+        self.rows = [row for row in history if int(row["epoch"]) <= resume_epoch]
+        self._rewrite(self.rows)
 
-    def _rewrite(self, rows):
+    def _rewrite(self, rows) -> None:
         from common.io_utils import atomic_path
 
         with atomic_path(self.path) as tmp:
             with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+                writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows({k: _fmt(row.get(k)) for k in self.fields} for row in rows)
 
     def append(self, row: Dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=METRIC_FIELDS).writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+            csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(
+                {k: _fmt(row.get(k)) for k in self.fields})
 
 
-class ScalarWriter:
-    """TensorBoard (torch backend) or VisualDL (paddle backend) when installed; metrics.csv always."""
+# ---------------------------------------------------------------------------------------------- hooks
+class Hook:
+    """Override what you need; every method receives the :class:`Loop` (``loop.epoch``, ``loop.global_step``,
+    ``loop.task``, ``loop.row``...)."""
 
-    def __init__(self, run_dir: str, backend, logger: logging.Logger):
-        self.writer, self.kind = backend.scalar_writer(run_dir)
-        if self.writer is None:
-            logger.info("TensorBoard/VisualDL not installed: metrics go to metrics.csv only")
-        else:
-            logger.info(f"scalars also written for {self.kind}")
+    def before_train(self, loop: "Loop") -> None: ...
 
-    def add(self, tag: str, value: Optional[float], step: int) -> None:
-        if self.writer is None or value is None:
+    def before_epoch(self, loop: "Loop") -> None: ...
+
+    def after_step(self, loop: "Loop", stats: Mapping[str, float]) -> None: ...
+
+    def after_epoch(self, loop: "Loop", row: Dict[str, Any]) -> None: ...
+
+    def after_train(self, loop: "Loop") -> None: ...
+
+
+class ScalarsHook(Hook):
+    """TensorBoard event files (and VisualDL when installed) of every logged number."""
+
+    def before_train(self, loop):
+        from common.scalars import ScalarWriter
+
+        self.writer = ScalarWriter(loop.run_dir, log=loop.logger.info)
+
+    def after_step(self, loop, stats):
+        interval = int(loop.cfg.TRAIN.LOG_INTERVAL)
+        if interval and loop.global_step % interval == 0:
+            for key in loop.task.train_stats:
+                self.writer.add(f"step/train_{key}", stats.get(key), loop.global_step)
+            for name, lr in loop.lrs.items():
+                self.writer.add(f"step/{'lr' if name == 'weights' else 'lr_' + name}", lr, loop.global_step)
+
+    def after_epoch(self, loop, row):
+        for key, value in row.items():
+            if key != "epoch" and not key.startswith("_") and isinstance(value, (int, float)):
+                self.writer.add(f"epoch/{key}", value, row["epoch"])
+        self.writer.flush()
+
+    def after_train(self, loop):
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+class Loop:
+    """Trains ``task`` on ``streams`` (``{name: Loader}``, one per :attr:`TaskBase.streams` entry), evaluating on
+    ``val_loader``.  ``schedules`` maps each optimizer name to a schedule (``Schedule.lr_at(epoch)``)."""
+
+    def __init__(self, cfg, backend, task: TaskBase, run_dir: str, streams: Mapping[str, Any],
+                 schedules: Mapping[str, Any], val_loader=None, *, label_offset: int = 0,
+                 hooks: Iterable[Hook] = (), logger: Optional[logging.Logger] = None):
+        missing = [name for name in task.streams if name not in streams]
+        if missing:
+            raise TrainingError(f"task {task.kind!r} needs data streams {missing}")
+        missing = [name for name in task.optimizer_nodes if name not in schedules]
+        if missing:
+            raise TrainingError(f"task {task.kind!r} needs LR schedules for optimizers {missing}")
+        self.cfg, self.backend, self.task, self.run_dir = cfg, backend, task, run_dir
+        self.streams = {name: streams[name] for name in task.streams}
+        self.schedules = dict(schedules)
+        self.val_loader = val_loader
+        self.label_offset = int(label_offset)
+        self.logger = logger or get_logger(run_dir, "train")
+        self.hooks: List[Hook] = [ScalarsHook(), *hooks]
+        train = cfg.TRAIN
+        self.steps_per_epoch = min(len(loader) for loader in self.streams.values())
+        if train.MAX_STEPS_PER_EPOCH:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(train.MAX_STEPS_PER_EPOCH))
+        if self.steps_per_epoch == 0:
+            short = min(self.streams, key=lambda n: len(self.streams[n]))
+            raise TrainingError(f"the {short!r} data stream gives no full batch of {cfg.DATA.BATCH_SIZE} images "
+                                f"({len(self.streams[short].dataset)} samples, DATA.DROP_LAST {cfg.DATA.DROP_LAST})")
+        iterations = int(getattr(train, "ITERATIONS", 0) or 0)
+        self.total_steps = iterations if iterations > 0 else int(train.EPOCHS) * self.steps_per_epoch
+        self.epochs = -(-self.total_steps // self.steps_per_epoch)
+        self.fields = task.metric_fields()
+        self.epoch = 0
+        self.global_step = 0
+        self.lrs: Dict[str, float] = {}
+        self.best: Optional[float] = None
+        self.history: Optional[List[Dict[str, Any]]] = []
+        self.row: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------ public
+    def run(self) -> Optional[float]:
+        """Train from the resume point to the end; returns the best score (None when never evaluated)."""
+        start_epoch = self.resume()
+        self.metrics = MetricsFile(os.path.join(self.run_dir, "metrics.csv"), self.fields, self.history,
+                                   resume_epoch=start_epoch)
+        self.history = list(self.metrics.rows)
+        self.global_step = min(start_epoch * self.steps_per_epoch, self.total_steps)
+        self._call("before_train")
+        try:
+            for epoch in range(start_epoch, self.epochs):
+                self.epoch = epoch
+                self.row = self.train_epoch(epoch)
+                self.evaluate_epoch(epoch, self.row)
+                self.save_epoch(epoch, self.row)
+                self.metrics.append(self.row)
+                self._call("after_epoch", self.row)
+                self.logger.info(self.epoch_line(self.row))
+        finally:
+            self._call("after_train")
+        score = self.task.score_key()
+        if score is not None:
+            shown = "n/a (never evaluated)" if self.best is None else f"{self.best:.2f}"
+            self.logger.info(f"done: best {score} {shown}")
+        return self.best
+
+    def run_step(self, batches: Mapping[str, Any], lrs: Mapping[str, float], step: int) -> Dict[str, float]:
+        """One update; override to change what a step does (the default hands everything to the task)."""
+        return self.task.train_step(batches, lrs, step)
+
+    # ------------------------------------------------------------------------------------------ epoch
+    def learning_rates(self, epoch: int, step: int) -> Dict[str, float]:
+        """LR of each optimizer for step ``step`` of ``epoch`` (per step when ``SCHED.PER_STEP``)."""
+        t = epoch + step / self.steps_per_epoch if self.cfg.SCHED.PER_STEP else epoch
+        return {name: float(schedule(t)) for name, schedule in self.schedules.items()}
+
+    def train_epoch(self, epoch: int) -> Dict[str, Any]:
+        from tqdm import tqdm
+
+        task, cfg = self.task, self.cfg
+        self.backend.seed(epoch_seed(cfg.SEED, epoch))
+        for loader in self.streams.values():
+            loader.set_epoch(epoch)
+        task.start_epoch(epoch)
+        self._call("before_epoch")
+        steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        sums = dict.fromkeys(task.train_stats, 0.0)
+        seen = 0.0
+        started = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False, dynamic_ncols=True,
+                   disable=None)
+        iterators = {name: iter(loader) for name, loader in self.streams.items()}
+        try:
+            for step in range(steps):
+                batches = {name: next(it) for name, it in iterators.items()}
+                self.lrs = self.learning_rates(epoch, step)
+                batches = {name: (images, labels + self.label_offset) for name, (images, labels) in batches.items()}
+                try:
+                    stats = self.run_step(batches, self.lrs, self.global_step)
+                except NonFiniteError as exc:
+                    raise TrainingError(
+                        f"{exc} at epoch {epoch + 1}, step {step + 1} (global step {self.global_step + 1}, "
+                        f"{_lr_text(self.lrs)}): stopping; {self._last_good()}") from None
+                n = float(stats["count"])
+                for key in sums:
+                    sums[key] += float(stats[key]) * n
+                seen += n
+                self.global_step += 1
+                self._call("after_step", stats)
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(**{k: f"{v / seen:.4g}" for k, v in sums.items()}, lr=_lr_text(self.lrs, short=True),
+                                img_s=f"{rate:.0f}", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+            for it in iterators.values():
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        elapsed = time.perf_counter() - started
+        row: Dict[str, Any] = {"epoch": epoch + 1}
+        for name, lr in self.lrs.items():
+            row["lr" if name == "weights" else f"lr_{name}"] = lr
+        row.update(task.mean_train_stats(sums, seen))
+        row.update({"images_per_s": seen / elapsed, "epoch_seconds": elapsed})
+        extra = task.epoch_end(epoch)
+        row.update({k: v for k, v in extra.items() if k in self.fields})
+        bad = task.nonfinite_weights()
+        if bad:
+            raise TrainingError(f"non-finite weights after epoch {epoch + 1} ({len(bad)} tensors, first {bad[0]}): "
+                                f"stopping; {self._last_good()}")
+        return row
+
+    def evaluate_epoch(self, epoch: int, row: Dict[str, Any]) -> None:
+        every = int(self.cfg.TRAIN.EVAL_EVERY)
+        if self.val_loader is None or not ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
             return
-        if self.kind == "visualdl":
-            self.writer.add_scalar(tag=tag, value=float(value), step=step)
-        else:
-            self.writer.add_scalar(tag, float(value), step)
+        for variant in self.task.eval_variants():
+            metrics = evaluate(self.task, self.val_loader, variant, self.label_offset,
+                               where=f"after epoch {epoch + 1}", last_good=self._last_good())
+            row.update({f"{variant}_{k}": v for k, v in metrics.items()})
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+    def save_epoch(self, epoch: int, row: Dict[str, Any]) -> None:
+        key = self.task.score_key()
+        score = row.get(key) if key else None
+        improved = score is not None and (self.best is None or score > self.best)
+        if improved:
+            self.best = score
+        row["_best"] = improved
+        self.history.append({k: v for k, v in row.items() if not k.startswith("_")})
+        ckpt: Checkpoint = self.task.to_checkpoint()
+        cfg = self.cfg
+        ckpt.meta.update({
+            "family": cfg.MODEL.FAMILY, "name": cfg.MODEL.NAME, "task": self.task.kind, "epoch": epoch + 1,
+            "global_step": self.global_step, "metrics": self.history[-1], "history": self.history,
+            "best": self.best, "backend": self.backend.name, "config": config_to_dict(cfg),
+        })
+        # last is written last: it is the resume point, so a kill before it repeats this epoch (and rewrites
+        # the files before it identically); a kill after it finds every file of this epoch complete.
+        every = max(1, int(getattr(cfg.TRAIN, "CKPT_EVERY", 1)))
+        if (epoch + 1) % every == 0 or epoch + 1 == self.epochs:
+            save_checkpoint(os.path.join(self.run_dir, f"epoch-{epoch + 1:04d}.safetensors"), ckpt)
+        if improved:
+            save_checkpoint(os.path.join(self.run_dir, "best.safetensors"), ckpt)
+        save_checkpoint(os.path.join(self.run_dir, "last.safetensors"), ckpt)
+        keep = int(getattr(cfg.TRAIN, "KEEP_CHECKPOINTS", 3))
+        history = sorted(glob.glob(os.path.join(self.run_dir, "epoch-*.safetensors")))
+        for old in history[:-keep] if keep > 0 else history:
+            os.remove(old)
+
+    # ------------------------------------------------------------------------------------------ resume
+    def resume(self) -> int:
+        """Load ``RESUME`` (``auto``: the run folder's ``last.safetensors`` when present); returns the epoch."""
+        path = resume_path(self.cfg, self.run_dir, self.task.kind)
+        if not path:
+            return 0
+        ckpt = load_checkpoint(path)
+        epoch = int(ckpt.meta["epoch"])
+        if epoch > self.epochs:
+            raise TrainingError(f"{path}: written after epoch {epoch}, but this run has only {self.epochs} "
+                                f"(TRAIN.EPOCHS / TRAIN.ITERATIONS)")
+        self.task.load_checkpoint(ckpt, source=path)
+        self.best = ckpt.meta.get("best")
+        history = ckpt.meta.get("history")
+        self.history = [dict(row) for row in history] if isinstance(history, list) else None
+        # (a checkpoint from before histories were kept: history None, metrics.csv's own rows are the record)
+        self.logger.info(f"resumed from {path} (written by {ckpt.meta.get('backend')} after epoch {epoch})")
+        return epoch
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _call(self, name: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, name)(self, *args)
+
+    def _last_good(self) -> str:
+        last = os.path.join(self.run_dir, "last.safetensors")
+        if not os.path.isfile(last):
+            return "no checkpoint was written"
+        try:
+            from common.checkpoint import read_meta
+
+            epoch = read_meta(last).get("epoch")
+        except Exception:  # noqa: BLE001 - only for the message
+            epoch = "?"
+        return f"{last} keeps the last good state (epoch {epoch})"
+
+    def epoch_line(self, row: Dict[str, Any]) -> str:
+        parts = [f"epoch {row['epoch']}/{self.epochs}", _lr_text({k: row[k] for k in self.task.lr_fields() if k in row})]
+        parts += [f"{k.replace('_', ' ', 1)} {_num(row[k])}" for k in self.fields
+                  if k.startswith("train_") and k in row]
+        for variant in self.task.eval_variants():
+            shown = [f"{k} {_num(row[f'{variant}_{k}'])}" for k in self.task.eval_stats if f"{variant}_{k}" in row]
+            if shown:
+                parts.append(f"{variant.replace('_', ' ')}: " + " ".join(shown))
+        parts += [f"{k} {_num(row[k])}" for k in self.task.extra_fields() if k in row]
+        parts.append(f"{row['images_per_s']:.0f} img/s")
+        return " | ".join(parts) + ("  *best*" if row.get("_best") else "")
 
 
-# ---------------------------------------------------------------------------------------------- train
+def evaluate(task: TaskBase, loader, variant: str = "val", label_offset: int = 0, where: str = "",
+             last_good: str = "") -> Dict[str, float]:
+    """The task's metrics of ``variant`` on ``loader``; non-finite outputs are an error, never a score."""
+    from tqdm import tqdm
+
+    sums: Dict[str, float] = {}
+    for images, labels in tqdm(loader, desc=f"eval ({variant})", leave=False, disable=None):
+        out = task.eval_batch(images, labels + label_offset, variant)
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+    if sums.get("nonfinite"):
+        raise TrainingError(
+            f"the model's {variant} outputs are NaN or infinite for {int(sums['nonfinite'])} of "
+            f"{int(sums['count'])} images{' ' + where if where else ''}: not scored"
+            + (f"; stopping; {last_good}" if last_good else ""))
+    metrics = task.finish_eval(sums)
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingError(f"{variant} {', '.join(bad)} is not finite{' ' + where if where else ''}: not scored"
+                            + (f"; stopping; {last_good}" if last_good else ""))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- commands
 def check_data(cfg, splits=("train", "val"), label_offset: int = 0):
     """Open the splits before any other work, so a missing dataset stops the run at once; check that the
     labels fit the classifier (``label_offset`` leading logits, e.g. TF's background class, come first)."""
@@ -127,113 +484,52 @@ def label_offset_of(spec_module, spec) -> int:
     return int(spec_module.label_offset(spec)) if spec is not None and hasattr(spec_module, "label_offset") else 0
 
 
-def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None) -> int:
-    from tqdm import tqdm
+def build_schedules(cfg, task: TaskBase) -> Dict[str, Any]:
+    """One LR schedule per optimizer: ``SCHED.*`` for the weights, a constant ``<NODE>.LR`` for the others."""
+    from common.schedules import ConstantSchedule, build_schedule
 
+    out = {}
+    for name, node in task.optimizer_nodes.items():
+        out[name] = build_schedule(cfg) if name == "weights" else ConstantSchedule(float(cfg[node]["LR"]))
+    return out
+
+
+def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None, initial: Optional[Checkpoint] = None,
+          rank: int = 0, world_size: int = 1, hooks: Iterable[Hook] = (), kind: str = "classification",
+          model=None) -> int:
+    """``tools/main.py train``: the family's network trained by the task ``kind`` (``common/families.py``) on the
+    train split, evaluated on the val split.  ``initial`` = MODEL.WEIGHTS already read (any format) by the
+    caller; otherwise the spec's numpy initialisation.  ``model``: already built with its initial weights."""
     from common.data.build import build_loader
-    from common.schedules import build_schedule
 
     logger = get_logger(run_dir, "train")
     logger.info(f"backend: {backend.describe()}")
     logger.info(f"run folder: {os.path.abspath(run_dir)}")
 
-    model = backend.build_model(cfg.MODEL.FAMILY, spec)
-    if cfg.MODEL.WEIGHTS:
-        start = load_checkpoint(cfg.MODEL.WEIGHTS)
-        backend.load_neutral(model, start.model, source=cfg.MODEL.WEIGHTS)
-        logger.info(f"initial weights: {cfg.MODEL.WEIGHTS}")
-    else:
-        backend.load_neutral(model, spec_module.init_state(spec, np.random.default_rng(cfg.SEED)), "numpy init")
+    if model is None:
+        model = backend.build_model(cfg.MODEL.FAMILY, spec)
+        if initial is not None:
+            backend.load_neutral(model, initial.model, source=cfg.MODEL.WEIGHTS or "initial weights")
+        else:
+            backend.load_neutral(model, spec_module.init_state(spec, np.random.default_rng(cfg.SEED)), "numpy init")
+    logger.info(f"initial weights: {cfg.MODEL.WEIGHTS or 'numpy init (SEED ' + str(cfg.SEED) + ')'}")
     logger.info(f"model: {cfg.MODEL.FAMILY}/{cfg.MODEL.NAME}, {backend.count_parameters(model):,} trainable parameters")
 
-    trainer = backend.make_trainer(model, cfg, spec)
-    schedule = build_schedule(cfg)
+    task = backend.make_task(kind, model, cfg, spec)
     offset = label_offset_of(spec_module, spec)
     train_set, val_set = datasets if datasets is not None else check_data(cfg, label_offset=offset)
-    train_loader = build_loader(cfg, "train", epoch=0, dataset=train_set)
-    val_loader = build_loader(cfg, "val", epoch=0, dataset=val_set)
-    steps_per_epoch = len(train_loader)
-    if cfg.TRAIN.MAX_STEPS_PER_EPOCH:
-        steps_per_epoch = min(steps_per_epoch, cfg.TRAIN.MAX_STEPS_PER_EPOCH)
-    if steps_per_epoch == 0:
-        raise TrainingError(f"the training set gives no full batch of {cfg.DATA.BATCH_SIZE} images")
-    logger.info(f"data: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, "
-                f"{steps_per_epoch} steps per epoch" + (f", labels shifted by {offset}" if offset else ""))
-
-    start_epoch, best = _maybe_resume(cfg, run_dir, trainer, logger)
-    metrics = MetricsFile(os.path.join(run_dir, "metrics.csv"), start_epoch)
-    scalars = ScalarWriter(run_dir, backend, logger)
-    global_step = start_epoch * steps_per_epoch
-    use_ema = cfg.TRAIN.EMA_DECAY > 0
-
-    for epoch in range(start_epoch, cfg.TRAIN.EPOCHS):
-        backend.seed(epoch_seed(cfg.SEED, epoch))
-        train_loader.set_epoch(epoch)
-        started = time.perf_counter()
-        loss_sum = top1_sum = seen = 0.0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.TRAIN.EPOCHS}", leave=False,
-                   dynamic_ncols=True, disable=None)
-        lr = schedule(epoch)
-        for step, (images, labels) in enumerate(train_loader):
-            if step >= steps_per_epoch:
-                break
-            if cfg.SCHED.PER_STEP:
-                lr = schedule(epoch + step / steps_per_epoch)
-            stats = trainer.train_step(images, labels + offset, lr, step=global_step)
-            if not math.isfinite(stats["loss"]):
-                raise TrainingError(f"loss is {stats['loss']} at epoch {epoch + 1}, step {step + 1} "
-                                    f"(global step {global_step + 1}, lr {lr:.3g}): stopping")
-            n = len(labels)
-            loss_sum += stats["loss"] * n
-            top1_sum += stats["top1"] * n
-            seen += n
-            global_step += 1
-            rate = seen / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * top1_sum / seen:.1f}%", lr=f"{lr:.3g}",
-                            img_s=f"{rate:.0f}", refresh=False)
-            bar.update(1)
-            if cfg.TRAIN.LOG_INTERVAL and (step + 1) % cfg.TRAIN.LOG_INTERVAL == 0:
-                scalars.add("train/loss", stats["loss"], global_step)
-                scalars.add("train/lr", lr, global_step)
-        bar.close()
-        elapsed = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_top1": 100 * top1_sum / seen,
-               "images_per_s": seen / elapsed, "epoch_seconds": elapsed}
-
-        if (epoch + 1) % cfg.TRAIN.EVAL_EVERY == 0 or epoch + 1 == cfg.TRAIN.EPOCHS:
-            row.update(_prefixed("val_", evaluate(trainer, val_loader, use_ema=False, label_offset=offset)))
-            if use_ema:
-                row.update(_prefixed("ema_val_", evaluate(trainer, val_loader, use_ema=True, label_offset=offset)))
-        score = row.get("ema_val_top1" if use_ema else "val_top1")
-        improved = score is not None and (best is None or score > best)
-        if improved:
-            best = score
-        _save_epoch(cfg, run_dir, trainer, backend, epoch, row, best, improved)
-        metrics.append(row)
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "ema_val_top1"):
-            scalars.add(key.replace("_", "/", 1), row.get(key), epoch + 1)
-        logger.info(_epoch_line(row, use_ema) + ("  *best*" if improved else ""))
-    scalars.close()
-    logger.info(f"done: best {'EMA ' if use_ema else ''}val top-1 {best if best is not None else float('nan'):.2f}%")
+    streams = {"train": build_loader(cfg, "train", epoch=0, rank=rank, world_size=world_size, dataset=train_set)}
+    val_loader = build_loader(cfg, "val", epoch=0, rank=rank, world_size=world_size, dataset=val_set)
+    loop = Loop(cfg, backend, task, run_dir, streams, build_schedules(cfg, task), val_loader, label_offset=offset,
+                hooks=hooks, logger=logger)
+    logger.info(f"data: {len(streams['train'].dataset)} train / {len(val_loader.dataset)} val images, "
+                f"{loop.steps_per_epoch} steps per epoch" + (f", labels shifted by {offset}" if offset else ""))
+    loop.run()
     return 0
 
 
-def evaluate(trainer, loader, use_ema: bool, label_offset: int = 0) -> Dict[str, float]:
-    from tqdm import tqdm
-
-    loss_sum = correct1 = correct5 = count = 0.0
-    for images, labels in tqdm(loader, desc="eval (EMA)" if use_ema else "eval", leave=False, disable=None):
-        out = trainer.eval_batch(images, labels + label_offset, use_ema=use_ema)
-        loss_sum += out["loss_sum"]
-        correct1 += out["correct1"]
-        correct5 += out["correct5"]
-        count += out["count"]
-    if count == 0:
-        return {}
-    return {"loss": loss_sum / count, "top1": 100 * correct1 / count, "top5": 100 * correct5 / count}
-
-
-def test(cfg, backend, model, run_dir: str, label_offset: int = 0, dataset=None) -> int:
+def test(cfg, backend, model, run_dir: str, label_offset: int = 0, dataset=None,
+         kind: str = "classification") -> int:
     """Top-1/top-5 of ``model`` on the validation split; writes ``test_results.json``.  Dataset label k is
     scored against logit k + ``label_offset`` (PNASNet's 1001-class TF head: 1)."""
     import json
@@ -243,69 +539,35 @@ def test(cfg, backend, model, run_dir: str, label_offset: int = 0, dataset=None)
 
     logger = get_logger(run_dir, "test")
     loader = build_loader(cfg, "val", epoch=0, dataset=dataset)
-    trainer = backend.make_trainer(model, cfg, None, for_eval=True)
+    task = backend.make_task(kind, model, cfg, None, for_eval=True)
     started = time.perf_counter()
-    result = evaluate(trainer, loader, use_ema=False, label_offset=label_offset)
+    result: Dict[str, Any] = evaluate(task, loader, "val", label_offset=label_offset,
+                                      where=f"with MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}")
     result.update({"images": len(loader.dataset), "seconds": time.perf_counter() - started,
                    "backend": backend.describe(), "weights": cfg.MODEL.WEIGHTS,
                    "model": f"{cfg.MODEL.FAMILY}/{cfg.MODEL.NAME}", "image_size": cfg.DATA.IMAGE_SIZE,
                    "label_offset": label_offset, "preprocessing": cfg.DATA.INTERPOLATION,
                    "crop_pct": cfg.DATA.CROP_PCT})
     path = os.path.join(run_dir, "test_results.json")
-    atomic_write_text(path, json.dumps(result, indent=2))
+    atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False))
     logger.info(f"top-1 {result['top1']:.3f}%  top-5 {result['top5']:.3f}%  on {result['images']} images "
                 f"({result['seconds']:.1f}s) -> {path}")
     return 0
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-def _maybe_resume(cfg, run_dir, trainer, logger):
-    path = cfg.RESUME
-    if path == "auto":
-        candidate = os.path.join(run_dir, "last.safetensors")
-        path = candidate if os.path.isfile(candidate) else ""
-    if not path:
-        return 0, None
-    ckpt = load_checkpoint(path)
-    if ckpt.meta.get("family") != cfg.MODEL.FAMILY or ckpt.meta.get("name") != cfg.MODEL.NAME:
-        raise TrainingError(f"{path}: checkpoint of {ckpt.meta.get('family')}/{ckpt.meta.get('name')}, "
-                            f"but the config trains {cfg.MODEL.FAMILY}/{cfg.MODEL.NAME}")
-    if "epoch" not in ckpt.meta:
-        raise TrainingError(f"{path}: no epoch in its metadata; it is not a training checkpoint")
-    trainer.load_checkpoint(ckpt, source=path)
-    epoch = int(ckpt.meta["epoch"])
-    logger.info(f"resumed from {path} (written by {ckpt.meta.get('backend')} after epoch {epoch})")
-    return epoch, ckpt.meta.get("best")
+# ---------------------------------------------------------------------------------------------- formatting
+def _lr_text(lrs: Mapping[str, float], short: bool = False) -> str:
+    parts = []
+    for name, lr in lrs.items():
+        label = "lr" if name in ("weights", "lr") else (name if name.startswith("lr_") else f"lr_{name}")
+        parts.append(f"{lr:.3g}" if short and len(lrs) == 1 else f"{label} {lr:.4g}")
+    return " ".join(parts) if not short else ",".join(parts)
 
 
-def _save_epoch(cfg, run_dir, trainer, backend, epoch, row, best, improved) -> None:
-    ckpt: Checkpoint = trainer.to_checkpoint()
-    ckpt.meta.update({
-        "family": cfg.MODEL.FAMILY, "name": cfg.MODEL.NAME, "epoch": epoch + 1, "metrics": row, "best": best,
-        "backend": backend.name, "config": config_to_dict(cfg),
-    })
-    last = os.path.join(run_dir, "last.safetensors")
-    save_checkpoint(last, ckpt)
-    if improved:
-        save_checkpoint(os.path.join(run_dir, "best.safetensors"), ckpt)
-    save_checkpoint(os.path.join(run_dir, f"epoch-{epoch + 1:04d}.safetensors"), ckpt)
-    for old in sorted(glob.glob(os.path.join(run_dir, "epoch-*.safetensors")))[:-KEEP_HISTORY]:
-        os.remove(old)
-
-
-def _prefixed(prefix: str, values: Dict[str, float]) -> Dict[str, float]:
-    return {prefix + k: v for k, v in values.items()}
-
-
-def _epoch_line(row: Dict[str, Any], use_ema: bool) -> str:
-    parts = [f"epoch {row['epoch']}", f"lr {row['lr']:.4g}", f"train loss {row['train_loss']:.4f}",
-             f"train top-1 {row['train_top1']:.2f}%"]
-    if "val_top1" in row:
-        parts.append(f"val top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%")
-    if use_ema and "ema_val_top1" in row:
-        parts.append(f"EMA val top-1 {row['ema_val_top1']:.2f}%")
-    parts.append(f"{row['images_per_s']:.0f} img/s")
-    return " | ".join(parts)
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+    return str(value)
 
 
 def _fmt(value):

@@ -20,9 +20,19 @@ class Backend:
     name = NAME
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None):
+        if device not in ("cpu", "gpu"):
+            from common.config import ConfigError
+
+            raise ConfigError(f"DEVICE = {device!r} is not one of ['cpu', 'gpu']")
         if device == "gpu":
+            from common.config import ConfigError
+
             if not paddle.device.is_compiled_with_cuda():
-                raise RuntimeError("DEVICE gpu: this paddle is a CPU build; install paddlepaddle-gpu")
+                raise ConfigError("DEVICE = 'gpu' but this paddle is a CPU build: set DEVICE cpu, or install "
+                                  "paddlepaddle-gpu on a machine with an NVIDIA GPU")
+            if paddle.device.cuda.device_count() < 1:
+                raise ConfigError("DEVICE = 'gpu' but paddle sees no CUDA device: set DEVICE cpu, or run on a "
+                                  "machine with an NVIDIA GPU")
             paddle.set_device("gpu")
         else:
             paddle.set_device("cpu")
@@ -56,10 +66,14 @@ class Backend:
     def count_parameters(self, model, trainable_only: bool = True) -> int:
         return layout.count_parameters(model, trainable_only)
 
-    def make_trainer(self, model, cfg, spec=None, for_eval: bool = False):
-        from paddle_impl.trainer import Trainer
+    def make_task(self, kind: str, model, cfg, spec=None, for_eval: bool = False):
+        """The task ``kind`` (``paddle_impl/tasks/<kind>.py``) around ``model``; see ``common/tasks``."""
+        module = importlib.import_module(f"paddle_impl.tasks.{kind}")
+        return module.Task(self, model, cfg, spec, for_eval=for_eval)
 
-        return Trainer(self, model, cfg, spec, for_eval=for_eval)
+    def make_trainer(self, model, cfg, spec=None, for_eval: bool = False):
+        """The image-classification task (what ``train`` runs for a child net)."""
+        return self.make_task("classification", model, cfg, spec, for_eval=for_eval)
 
     # ----------------------------------------------------------------------------------- tensors
     def seed(self, seed: int) -> None:
@@ -80,14 +94,6 @@ class Backend:
             model.eval()
         with paddle.no_grad():
             return self.to_numpy(model(self.to_tensor(images)))
-
-    def scalar_writer(self, run_dir: str):
-        """A VisualDL writer when visualdl is installed, else (None, None)."""
-        try:
-            from visualdl import LogWriter
-        except ImportError:
-            return None, None
-        return LogWriter(logdir=os.path.join(run_dir, "visualdl")), "visualdl"
 
     def describe(self) -> str:
         return f"paddle {paddle.__version__} on {self.device} ({self.dtype_name})"

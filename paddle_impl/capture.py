@@ -13,8 +13,8 @@ training loss) and returns plain numpy data keyed by canonical (torch-layout) na
     transposed to torch's ``[out, in]`` (``layout.neutral_name_table``); ``None`` when backward did not reach it.
     ``input_grad``: d loss / d images.  ``loss`` and ``logits``.
 
-The loss is the trainer's (``losses.cross_entropy`` with label smoothing, + ``aux_weight`` times the auxiliary
-head's loss); random layers draw their masks from ``mask_source``, so both backends drop the same units.
+The loss is the training task's own (``tasks/classification.compose_loss``: cross-entropy with label smoothing,
++ ``aux_weight`` times the auxiliary head's loss); random layers draw their masks from ``mask_source``, so both backends drop the same units.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import paddle
 
-from paddle_impl import layout, losses, ops
+from paddle_impl import layout, ops
+from paddle_impl.tasks.classification import compose_loss
 
 ROOT_NAME = "(model)"
 
@@ -108,13 +109,11 @@ def capture(model: paddle.nn.Layer, backend, images: np.ndarray, labels: Optiona
             x.stop_gradient = False
         with paddle.set_grad_enabled(backward):
             out = model(x)
-            logits, aux = out if isinstance(out, tuple) else (out, None)
+            logits = out[0] if isinstance(out, tuple) else out
             result: Dict[str, Any] = {"logits": to_numpy(logits)}
             if labels is not None:
                 y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
-                loss = losses.cross_entropy(logits, y, label_smoothing)
-                if aux is not None and aux_weight:
-                    loss = loss + aux_weight * losses.cross_entropy(aux, y, label_smoothing)
+                loss, _ = compose_loss(out, y, label_smoothing, aux_weight)  # the training task's loss
                 result["loss"] = to_numpy(loss)
                 if backward:
                     for p in model.parameters():

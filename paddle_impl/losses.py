@@ -41,10 +41,12 @@ def soft_target_cross_entropy(logits: paddle.Tensor, target_probs: paddle.Tensor
 def accuracy_topk(logits: paddle.Tensor, target: paddle.Tensor, ks: Iterable[int] = (1, 5)) -> List[paddle.Tensor]:
     """Top-k accuracy in percent for each k, as 0-d tensors (no host sync).
 
-    A sample is a top-k hit when fewer than k classes have a strictly larger logit than the target class, so
-    exact ties count as hits in both backends (``topk`` index order on ties is framework-specific)."""
+    A sample is a top-k hit when its target logit is a number and fewer than k classes have a strictly larger or
+    NaN logit, so exact ties count as hits in both backends (``topk`` index order on ties is framework-specific)
+    and a NaN output is never a hit (every comparison with NaN is false)."""
     with paddle.no_grad():
         index = paddle.unsqueeze(target.astype("int64"), 1)
         target_logit = paddle.take_along_axis(logits, index, axis=1)
-        greater = paddle.sum((logits > target_logit).astype("int64"), axis=1)
-        return [(greater < int(k)).astype(logits.dtype).mean() * 100.0 for k in ks]
+        greater = paddle.sum(paddle.logical_or(logits > target_logit, paddle.isnan(logits)).astype("int64"), axis=1)
+        valid = paddle.logical_not(paddle.isnan(paddle.squeeze(target_logit, 1)))
+        return [paddle.logical_and(greater < int(k), valid).astype(logits.dtype).mean() * 100.0 for k in ks]

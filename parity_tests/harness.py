@@ -20,7 +20,7 @@ What is recorded, per backend and per dtype (``*_impl/capture.py`` does the fram
   ``optimizer_slot``every optimizer slot (``trainer.to_checkpoint().optimizer``, neutral layout), as
                     ``param [slot]``
 
-The K steps use the backends' own trainers (``backend.make_trainer(model, cfg, spec).train_step``) with the
+The K steps use the backends' own training task (``backend.make_trainer(model, cfg, spec).train_step``) with the
 config's optimizer, EMA, clipping and label smoothing; step k uses batch k and the LR
 ``build_schedule(cfg).lr_for(0, k, K)`` (the K steps are the first K updates of epoch 0 of a K-update epoch; with a
 warmup that is the warmup LR, and the ``update`` stage still compares the small updates at their own scale; pass
@@ -50,7 +50,9 @@ The first divergence of a dtype is the first failing entry in stage order, then 
 stage it comes with the module's input comparison ("inputs agree, output parts": the module itself differs).
 
 A third column (``Reference``: a dict of arrays keyed like the entries, e.g. TensorFlow's outputs) is compared
-against both backends; a spec module may supply one with ``parity_reference(cfg, spec, weights, images)``.
+against both backends; :func:`run_from_config` takes it from ``parity_tests/references.py`` (per MODEL.FAMILY), or
+from the spec module's own ``parity_reference(cfg, spec, weights, images)`` when it has one (see
+:func:`reference_function`).
 
 API::
 
@@ -460,7 +462,7 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
         losses = []
         for k in range(steps):
             imgs, labs = batches[k % len(batches)]
-            stats = trainer.train_step(imgs, labs, float(lrs[k]), step=k)
+            stats = trainer.train_step({"train": (imgs, labs)}, {"weights": float(lrs[k])}, k)
             losses.append((f"step {k}", np.asarray(stats["loss"], dtype=np.float64)))
         out["train_loss"] = losses
         ckpt = trainer.to_checkpoint()
@@ -917,13 +919,24 @@ def _capture_bytes_estimate(spec_module, spec, batch: int, image_size: int) -> i
     return 8 * (8 * params + 4 * batch * macs // 100)
 
 
+def reference_function(cfg, spec_module) -> Optional[Callable[..., Any]]:
+    """Who supplies the third column: the spec module's own ``parity_reference`` when it has one, else the entry of
+    ``cfg.MODEL.FAMILY`` in :data:`parity_tests.references.REFERENCES` (the PNASNet TF column), else None."""
+    own = getattr(spec_module, "parity_reference", None)
+    if own is not None:
+        return own
+    from parity_tests import references
+
+    return references.reference_for(str(cfg.MODEL.FAMILY))
+
+
 def run_from_config(cfg, spec_module, spec, report_dir: str, reference: Any = None,
                     stages: Optional[Iterable[str]] = None, verbose: bool = True) -> int:
     """``tools/main.py parity``: compare, write ``parity.json`` / ``parity.md`` in ``report_dir``, print a summary.
 
     Weights: ``MODEL.WEIGHTS`` (a neutral checkpoint) when set, else :func:`make_weights`.  A spec module with
-    ``parity_reference(cfg, spec, weights, images)`` supplies a third column.  Returns 0 when every verdict
-    passes, 1 otherwise."""
+    ``parity_reference(cfg, spec, weights, images)``, or the family's entry in ``parity_tests/references.py``,
+    supplies a third column (:func:`reference_function`).  Returns 0 when every verdict passes, 1 otherwise."""
     from parity_tests import report
 
     seed = int(cfg.SEED)
@@ -931,8 +944,10 @@ def run_from_config(cfg, spec_module, spec, report_dir: str, reference: Any = No
     steps = int(cfg.PARITY.STEPS)
     batches = make_batches(max(1, steps), int(cfg.PARITY.BATCH_SIZE), int(cfg.DATA.CHANNELS),
                            int(cfg.DATA.IMAGE_SIZE), int(cfg.MODEL.NUM_CLASSES), seed)
-    if reference is None and hasattr(spec_module, "parity_reference"):
-        reference = spec_module.parity_reference(cfg, spec, weights, batches[0][0])
+    if reference is None:
+        make_reference = reference_function(cfg, spec_module)
+        if make_reference is not None:
+            reference = make_reference(cfg, spec, weights, batches[0][0])
     # Spill each finished run to disk when the four captures would not fit in RAM with room to spare.
     size = _capture_bytes_estimate(spec_module, spec, int(cfg.PARITY.BATCH_SIZE), int(cfg.DATA.IMAGE_SIZE))
     spill = 4 * size > 0.25 * _available_memory_bytes()

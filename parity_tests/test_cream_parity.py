@@ -34,7 +34,6 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
-import torch
 
 from common.checkpoint import load_checkpoint
 from common.compare import compare
@@ -57,13 +56,7 @@ TRAIN_STEPS = 5
 TRAIN_BATCH = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a shared 2-core CPU torch's second intra-op thread spin-waits against other processes (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: tiny tensors, one torch thread
 
 
 # ---------------------------------------------------------------------------------------------------- weights
@@ -135,7 +128,7 @@ def train_five_steps(backend_name: str, dtype: str, cfg, spec, state, batches):
     schedule = build_schedule(cfg)
     losses = []
     for step, (images, labels) in enumerate(batches):
-        losses.append(trainer.train_step(images, labels, schedule(step), step=step)["loss"])
+        losses.append(trainer.train_step({"train": (images, labels)}, {"weights": schedule(step)}, step)["loss"])
         assert trainer.masks.draws == 1  # the classifier dropout drew its numpy mask this step
     ckpt = trainer.to_checkpoint()
     tensors = {f"model/{k}": v for k, v in ckpt.model.items()}
@@ -277,8 +270,16 @@ def test_resume_same_backend_is_exact(engine_runs, backend_name):
     assert straight.meta["epoch"] == resumed.meta["epoch"] == 4
     assert_identical(flat(straight), flat(resumed), f"{backend_name}: 4 epochs vs 2 + resumed 2")
     assert straight.optimizer.step == resumed.optimizer.step == 12
+    # The resumed folder's metrics.csv carries the whole history (from the checkpoint): epochs 1-2 as the first run
+    # wrote them, 3-4 equal to the uninterrupted run's (time columns aside).
     rows = metrics_rows(os.path.dirname(engine_runs[backend_name, "2+2"]))
-    assert [r["epoch"] for r in rows] == ["3", "4"]
+    first = metrics_rows(os.path.dirname(engine_runs[backend_name, "2"]))
+    whole = metrics_rows(os.path.dirname(engine_runs[backend_name, "4"]))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    timing = ("images_per_s", "epoch_seconds")
+    strip = lambda row: {k: v for k, v in row.items() if k not in timing}  # noqa: E731
+    assert [strip(r) for r in rows[:2]] == [strip(r) for r in first]
+    assert [strip(r) for r in rows] == [strip(r) for r in whole]
 
 
 @pytest.mark.parametrize("source, target", [("torch", "paddle"), ("paddle", "torch")])
@@ -301,7 +302,8 @@ def test_resume_across_backends(engine_runs, source, target):
     last = load_checkpoint(run_engine(target, run_dir, 4, resume=path))
     assert last.meta["backend"] == target and last.meta["epoch"] == 4 and last.optimizer.step == 12
     rows = metrics_rows(run_dir)
-    assert [r["epoch"] for r in rows] == ["3", "4"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]  # epochs 1-2 come with the checkpoint's history
+    assert rows[:2] == metrics_rows(os.path.dirname(path))
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
     # how far the cross-backend continuation lands from the same-backend one (float32 rounding only): reported
     same = flat(load_checkpoint(engine_runs[source, "2+2"]))

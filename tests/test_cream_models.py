@@ -35,12 +35,7 @@ CONFIGS = {name: os.path.join(ROOT, "configs", f"{name}.yaml") for name in cream
 F32_REL = 1e-5  # float32 logits, torch vs paddle (measured ~1e-6 in parity_tests/test_cream_parity.py)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: tiny tensors, one torch thread
 
 
 def build(backend_cls, spec, dtype="float32"):

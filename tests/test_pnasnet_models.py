@@ -17,6 +17,7 @@ import torch
 from common.config import load_config
 from common.random_masks import MaskSource
 from common.specs import pnasnet as P
+from conftest import paddle_default_dtype
 from paddle_impl import layout as pd_layout
 from paddle_impl import ops as pd_ops
 from paddle_impl.backend import Backend as PaddleBackend
@@ -247,11 +248,8 @@ def test_factorized_reduction_paths_shift_like_tf(hw):
     with torch.no_grad():
         p = torch.from_numpy(x)
         got_th = torch.cat([th.path_1(p), th.path_2(p)], 1).numpy()
-    paddle.set_default_dtype("float64")
-    try:
+    with paddle_default_dtype("float64"):
         pd = PDM.FactorizedReduction(6, 7, LARGE)
-    finally:
-        paddle.set_default_dtype("float32")
     pd.path_1.conv.weight.set_value(w1)
     pd.path_2.conv.weight.set_value(w2)
     p = paddle.to_tensor(x)
@@ -361,7 +359,7 @@ def test_trainer_step_with_aux_head_and_drop_path_matches_across_backends():
     results = {}
     for name, (backend, model) in both(spec, weights).items():
         trainer = backend.make_trainer(model, cfg, spec)
-        stats = trainer.train_step(images, labels, 0.1, step=7)
+        stats = trainer.train_step({"train": (images, labels)}, {"weights": 0.1}, 7)
         results[name] = (stats["loss"], trainer.to_checkpoint().model, trainer.masks.draws)
     (t_loss, t_state, t_draws), (p_loss, p_state, p_draws) = results["torch"], results["paddle"]
     assert t_draws == p_draws == 11 * 9 + 1

@@ -5,18 +5,15 @@ import importlib
 import json
 import os
 import sys
-import time
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
 from common import families
 from common.checkpoint import CheckpointError
 from common.config import ConfigError, load_config, save_config
-
-
-class UserError(RuntimeError):
-    """Something the user can fix (file, key, value, missing package); printed without a traceback."""
+from common.data import DataError
+from common.errors import UserError  # tools/main.py catches commands.UserError
 
 
 # ------------------------------------------------------------------------------------------ shared
@@ -37,10 +34,20 @@ def load_backend(name: str, cfg=None, dtype: Optional[str] = None):
             f"--backend {name} needs {'paddlepaddle' if name == 'paddle' else 'torch'}, which is not installed: "
             f"pip install -r requirements-{name}.txt"
         ) from None
-    module = importlib.import_module(f"{name}_impl.backend")
+    try:
+        module = importlib.import_module(f"{name}_impl.backend")
+    except ModuleNotFoundError as exc:  # a package the backend needs besides the framework (e.g. torchvision)
+        ours = ("common", "tools", "torch_impl", "paddle_impl", "weights_tools")
+        if exc.name and exc.name.split(".")[0] not in ours:
+            raise UserError(f"--backend {name} needs the Python package '{exc.name}', which is not installed: "
+                            f"pip install -r requirements-{name}.txt") from None
+        raise
     device = cfg.DEVICE if cfg is not None else "cpu"
-    return module.Backend(device=device, dtype=dtype or (cfg.DTYPE if cfg is not None else "float32"),
-                          threads=cfg.THREADS if cfg is not None else None)
+    try:
+        return module.Backend(device=device, dtype=dtype or (cfg.DTYPE if cfg is not None else "float32"),
+                              threads=cfg.THREADS if cfg is not None else None)
+    except ConfigError as exc:  # DEVICE gpu without a GPU, ...: the backend names the key
+        raise UserError(str(exc)) from None
 
 
 def spec_for(cfg):
@@ -63,24 +70,36 @@ def run_dir_for(args, cfg) -> str:
     return os.path.join("runs", stem)
 
 
-def build_with_weights(backend, cfg, spec_module, spec, require_weights: bool):
-    """Build the model; load MODEL.WEIGHTS (neutral) or, when allowed, numpy-initialised weights."""
-    from common.checkpoint import load_checkpoint
+def read_weights(cfg, path: str = ""):
+    """MODEL.WEIGHTS (or ``path``) as a neutral :class:`Checkpoint`, whatever the file: a neutral ``.safetensors``,
+    a torch ``.pt``/``.pth``, a Paddle ``.pdparams`` or an official Cream ``.pth.tar``, recognised by content and
+    read without executing any pickle (``weights_tools/load_any.py``)."""
+    load_any = _need("weights_tools.load_any", "reading weights")
+    path = path or cfg.MODEL.WEIGHTS
+    try:
+        return load_any.load_weights(path, family=cfg.MODEL.FAMILY, net=cfg.MODEL.NAME)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
 
-    model = backend.build_model(cfg.MODEL.FAMILY, spec)
+
+def build_with_weights(backend, cfg, spec_module, spec, require_weights: bool, weights=None):
+    """Build the model; load MODEL.WEIGHTS (any format :func:`read_weights` takes; its EMA when the config keeps
+    one) or, when allowed, numpy-initialised weights.  ``weights``: the checkpoint, when already read."""
     path = cfg.MODEL.WEIGHTS
-    if path:
+    if path and weights is None:
+        weights = read_weights(cfg)
+    elif not path and require_weights:
+        raise UserError(
+            "MODEL.WEIGHTS is empty: this command needs trained weights (a .safetensors written by `train`, or a "
+            ".pt / .pth / .pdparams / .pth.tar state dict)"
+        )
+    model = backend.build_model(cfg.MODEL.FAMILY, spec)
+    if weights is not None:
+        tensors = weights.ema if (weights.ema is not None and cfg.TRAIN.EMA_DECAY > 0) else weights.model
         try:
-            ckpt = load_checkpoint(path)
-            tensors = ckpt.ema if (ckpt.ema is not None and cfg.TRAIN.EMA_DECAY > 0) else ckpt.model
             backend.load_neutral(model, tensors, source=path)
         except CheckpointError as exc:
             raise UserError(str(exc)) from None
-    elif require_weights:
-        raise UserError(
-            "MODEL.WEIGHTS is empty: this command needs trained weights (a neutral .safetensors written by "
-            "`train`, or foreign weights imported with `tools/main.py convert`)"
-        )
     else:
         rng = np.random.default_rng(cfg.SEED)
         backend.load_neutral(model, spec_module.init_state(spec, rng), source="numpy init")
@@ -125,40 +144,60 @@ def add_infer_arguments(p) -> None:
 
 
 def run_infer(args) -> int:
+    """Every input, the output folder and --topk are checked before the model is built; nothing is written unless
+    every logit is finite; ``logits.npy`` and ``top<k>.json`` (standard JSON) are written atomically."""
     cfg = load_cfg(args)
     module, spec = spec_for(cfg)
+    if args.topk < 1 or args.topk > cfg.MODEL.NUM_CLASSES:
+        raise UserError(f"--topk {args.topk} must be in [1, MODEL.NUM_CLASSES = {cfg.MODEL.NUM_CLASSES}]")
+    out_dir = args.output or os.path.join(run_dir_for(args, cfg), "infer")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"output folder {out_dir} is a file, not a folder")
     batch, names = _load_inputs(cfg, args.inputs)
     backend = load_backend(args.backend, cfg)
     model = build_with_weights(backend, cfg, module, spec, require_weights=True)
-    logits = backend.eval_logits(model, batch)
-    out_dir = args.output or os.path.join(run_dir_for(args, cfg), "infer")
-    os.makedirs(out_dir, exist_ok=True)
-    from common.io_utils import atomic_path
-
-    logits_path = os.path.join(out_dir, "logits.npy")
-    with atomic_path(logits_path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, logits)
+    logits = np.asarray(backend.eval_logits(model, batch))
+    if logits.ndim != 2 or logits.shape[0] != len(names):
+        raise UserError(f"the model gave logits of shape {list(logits.shape)} for {len(names)} inputs; "
+                        f"expected [{len(names)}, classes]")
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        rows = [names[i] for i in np.flatnonzero(bad.any(axis=1))]
+        raise UserError(
+            f"the model gave {int(bad.sum())} non-finite logits (NaN or infinity) for {len(rows)} of {len(names)} "
+            f"inputs (first: {rows[0]}); nothing was written. The weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r} "
+            f"or the inputs are not usable (DTYPE {cfg.DTYPE})"
+        )
     class_names = getattr(module, "class_names", lambda _spec: None)(spec)
     if class_names is None and cfg.DATA.DATASET in ("builtin_digits", "cifar10", "cifar100"):
         class_names = _dataset_class_names(cfg)
+    if class_names is not None and len(class_names) != logits.shape[1]:
+        class_names = None  # names for another head: numbers are honest, shifted names are not
+    topk = min(args.topk, logits.shape[1])
+    wide = logits.astype(np.float64)
+    shifted = np.exp(wide - wide.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
     results = []
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     for row, name in enumerate(names):
-        order = np.argsort(-logits[row], kind="stable")[: args.topk]
+        order = np.argsort(-logits[row], kind="stable")[:topk]
         results.append({
             "input": name,
             "top": [
-                {"class": int(k), "name": class_names[k] if class_names else str(int(k)),
+                {"class": int(k), "name": str(class_names[k]) if class_names else str(int(k)),
                  "logit": float(logits[row, k]), "prob": float(probs[row, k])}
                 for k in order
             ],
         })
-    from common.io_utils import atomic_write_text
+    text = json.dumps(results, indent=2, allow_nan=False)  # standard JSON: no NaN / Infinity tokens
+    from common.io_utils import atomic_path, atomic_write_text
 
+    os.makedirs(out_dir, exist_ok=True)
+    logits_path = os.path.join(out_dir, "logits.npy")
     top_path = os.path.join(out_dir, f"top{args.topk}.json")
-    atomic_write_text(top_path, json.dumps(results, indent=2))
+    with atomic_path(logits_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, logits)
+    atomic_write_text(top_path, text)
     for item in results:
         best = item["top"][0]
         print(f"{item['input']}: {best['name']} ({best['prob']:.3f})")
@@ -171,36 +210,77 @@ def _dataset_class_names(cfg):
     from common.data.build import build_dataset
 
     try:
-        names = list(build_dataset(cfg, "val").classes)
-    except (OSError, ValueError):
+        names = list(build_dataset(cfg, "val", verify=False).classes)
+    except (OSError, ValueError):  # no dataset on this machine (DataError, PickleReadError are ValueErrors)
         return None
     return names if len(names) == cfg.MODEL.NUM_CLASSES else None
 
 
 def _load_inputs(cfg, inputs: List[str]):
-    if len(inputs) == 1 and inputs[0].endswith(".npy"):
-        path = inputs[0]
-        if not os.path.isfile(path):
+    """``(float32 NCHW batch, names)`` from image files or one ``.npy`` batch; every error names the file.
+
+    An ``.npy`` batch goes to the network as it is, so it must already be what the eval pipeline makes: a real
+    (float or integer) ``(N, DATA.CHANNELS, DATA.IMAGE_SIZE, DATA.IMAGE_SIZE)`` array, N >= 1, every value finite.
+    Image files are decoded, resized and centre-cropped to DATA.IMAGE_SIZE like the validation split.
+    """
+    from common.data.datasets import one_line
+
+    for path in inputs:
+        if not os.path.exists(path):
             raise UserError(f"input not found: {path}")
+        if not os.path.isfile(path):
+            raise UserError(f"input {path} is a folder, not a file; give image files or one .npy batch")
+    npy = [p for p in inputs if p.lower().endswith(".npy")]
+    if npy and len(inputs) > 1:
+        raise UserError(f"--inputs: give one .npy batch or image files, not both or several .npy files "
+                        f"({len(npy)} .npy among {len(inputs)} inputs, e.g. {npy[0]})")
+    size, channels = cfg.DATA.IMAGE_SIZE, cfg.DATA.CHANNELS
+    if npy:
+        path = npy[0]
         try:
             batch = np.load(path, allow_pickle=False)
         except ValueError as exc:
-            raise UserError(f"{path}: not a plain numpy array ({exc})") from None
-        want = (cfg.DATA.CHANNELS,)
-        if batch.ndim != 4 or batch.shape[1:2] != want:
-            raise UserError(f"{path}: expected an NCHW batch with {want[0]} channels, got shape {list(batch.shape)}")
-        return batch.astype(np.float32, copy=False), [f"{path}[{i}]" for i in range(batch.shape[0])]
-    from common.data.build import eval_preprocess
+            why = ("it holds pickled Python objects, which are never loaded" if "pickle" in str(exc).lower()
+                   else one_line(exc))
+            raise UserError(f"{path}: not a plain numpy array ({why})") from None
+        except (OSError, EOFError) as exc:
+            raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {one_line(exc)})") from None
+        if not isinstance(batch, np.ndarray):  # e.g. an .npz archive named .npy
+            raise UserError(f"{path}: not a plain numpy array (a {type(batch).__name__})")
+        if batch.dtype.kind not in "fiu":
+            raise UserError(f"{path}: dtype {batch.dtype} is not a real number type; expected a float32 NCHW batch")
+        if batch.ndim != 4 or batch.shape[1] != channels:
+            raise UserError(f"{path}: expected an NCHW batch (N, {channels}, {size}, {size}) with DATA.CHANNELS = "
+                            f"{channels} channels, got shape {list(batch.shape)}")
+        if batch.shape[0] < 1:
+            raise UserError(f"{path}: the batch holds no images (shape {list(batch.shape)})")
+        height, width = batch.shape[2:]
+        if (height, width) != (size, size):
+            hint = f", or set DATA.IMAGE_SIZE {height} if the network is meant for that size" if height == width else ""
+            raise UserError(
+                f"{path}: images are {height}x{width} (shape {list(batch.shape)}) but DATA.IMAGE_SIZE is {size}: an "
+                f".npy batch goes to the network as it is, so it must be {size}x{size}, the size the validation "
+                f"pipeline makes; resize it, or give image files (they are resized and cropped for you){hint}"
+            )
+        batch = batch.astype(np.float32, copy=False)
+        names = [f"{path}[{i}]" for i in range(batch.shape[0])]
+        source = path
+    else:
+        from common.data.build import eval_preprocess
 
-    images = []
-    for path in inputs:
-        if not os.path.isfile(path):
-            raise UserError(f"input not found: {path}")
-        try:
-            images.append(eval_preprocess(cfg, path))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path}: {exc}") from None
-    return np.stack(images).astype(np.float32), list(inputs)
+        images = []
+        for path in inputs:
+            try:
+                images.append(eval_preprocess(cfg, path))
+            except (OSError, ValueError) as exc:
+                text = one_line(exc)
+                raise UserError(text if path in text else f"{path}: {text}") from None
+        batch, names, source = np.stack(images).astype(np.float32), list(inputs), ", ".join(inputs)
+    bad = int(batch.size - np.count_nonzero(np.isfinite(batch)))
+    if bad:
+        raise UserError(f"{source}: {bad} of {batch.size} input values are not finite (NaN or infinity); "
+                        f"the network needs finite inputs")
+    return batch, names
 
 
 # ------------------------------------------------------------------------------------------ train/test/search
@@ -208,19 +288,33 @@ def run_train(args) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "training")
     module, spec = spec_for(cfg)
-    try:  # a missing dataset stops here, before any folder or model exists
-        datasets = engine.check_data(cfg, label_offset=engine.label_offset_of(module, spec))
-    except (FileNotFoundError, engine.TrainingError) as exc:
-        raise UserError(str(exc)) from None
-    backend = load_backend(args.backend, cfg)
     run_dir = run_dir_for(args, cfg)
-    os.makedirs(run_dir, exist_ok=True)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    try:
-        return engine.train(cfg, backend, module, spec, run_dir, datasets=datasets)
-    except (CheckpointError, engine.TrainingError) as exc:
+    kind = families.task_kind(cfg.MODEL.FAMILY, "train")
+    try:  # everything is checked before the run folder is touched
+        engine.check_run_dir(run_dir, cfg.RESUME)
+        engine.resume_path(cfg, run_dir, kind)
+        datasets = engine.check_data(cfg, label_offset=engine.label_offset_of(module, spec))
+        from common.schedules import build_schedule
+
+        build_schedule(cfg)
+    except (FileNotFoundError, ValueError, engine.TrainingError) as exc:  # CheckpointError is a ValueError
         raise UserError(str(exc)) from None
-    except FileNotFoundError as exc:
+    initial = read_weights(cfg) if cfg.MODEL.WEIGHTS else None
+    backend = load_backend(args.backend, cfg)
+    model = build_with_weights(backend, cfg, module, spec, require_weights=False, weights=initial)
+    try:
+        removed = engine.prepare_run_dir(run_dir, cfg.RESUME)
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    except engine.TrainingError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"run folder {run_dir}: {exc.strerror or exc}") from None
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) an interrupted save left in {run_dir}: "
+              + ", ".join(removed), file=sys.stderr)
+    try:
+        return engine.train(cfg, backend, module, spec, run_dir, datasets=datasets, model=model, kind=kind)
+    except (CheckpointError, engine.TrainingError, FileNotFoundError, DataError) as exc:
         raise UserError(str(exc)) from None
 
 
@@ -231,29 +325,35 @@ def run_test(args) -> int:
     offset = engine.label_offset_of(module, spec)
     try:  # the validation data must exist before the model is built
         (val_set,) = engine.check_data(cfg, splits=("val",), label_offset=offset)
-    except (FileNotFoundError, engine.TrainingError) as exc:
+    except (FileNotFoundError, ValueError, engine.TrainingError) as exc:
         raise UserError(str(exc)) from None
+    weights = read_weights(cfg) if cfg.MODEL.WEIGHTS else None
     backend = load_backend(args.backend, cfg)
-    model = build_with_weights(backend, cfg, module, spec, require_weights=True)
-    return engine.test(cfg, backend, model, run_dir_for(args, cfg), label_offset=offset, dataset=val_set)
+    model = build_with_weights(backend, cfg, module, spec, require_weights=True, weights=weights)
+    try:
+        return engine.test(cfg, backend, model, run_dir_for(args, cfg), label_offset=offset, dataset=val_set,
+                           kind=families.task_kind(cfg.MODEL.FAMILY, "test"))
+    except (engine.TrainingError, DataError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def run_search(args) -> int:
     cfg = load_cfg(args)
-    module, _spec = spec_for(cfg)
-    if not hasattr(module, "search"):
+    spec_for(cfg)  # the family exists and its config is valid
+    kind = families.task_kind(cfg.MODEL.FAMILY, "search")
+    if kind is None:
         raise UserError(
             f"search: MODEL.FAMILY {cfg.MODEL.FAMILY!r} has no architecture search in this version "
             "(the Cream supernet, PC-DARTS and NCP searches are planned); `train` retrains a given architecture"
         )
-    backend = load_backend(args.backend, cfg)
-    return module.search(cfg, backend, run_dir_for(args, cfg))
+    raise UserError(f"search: task {kind!r} of MODEL.FAMILY {cfg.MODEL.FAMILY!r} is registered but has no entry "
+                    "in tools/commands.py yet")
 
 
 # ------------------------------------------------------------------------------------------ convert / parity / bench
 def add_convert_arguments(p) -> None:
     p.add_argument("--from", dest="src_format", required=True,
-                   help="source format: tf, neutral, torch, paddle, cream-pth, timm")
+                   help="source format: " + ", ".join(_need("weights_tools.convert", "conversion").IMPORT_FORMATS))
     p.add_argument("src", metavar="PATH", help="source checkpoint (TF prefix, file)")
     p.add_argument("--to", dest="dst_format", required=True, help="target format: neutral, torch, paddle, tf")
     p.add_argument("dst", metavar="OUT", help="output file (TF: checkpoint prefix)")
@@ -293,3 +393,16 @@ def run_bench(args) -> int:
 
 def add_train_arguments(p) -> None:
     pass
+
+
+# ------------------------------------------------------------------------------------------------- plot
+def add_plot_arguments(p) -> None:
+    from tools import plot
+
+    plot.add_arguments(p)
+
+
+def run_plot(args) -> int:
+    from tools import plot
+
+    return plot.run(args)

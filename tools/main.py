@@ -32,6 +32,7 @@ DESCRIPTIONS = {
     "parity": "run the same weights and batches through both backends and report the differences",
     "bench": "measure throughput and peak memory of both backends side by side",
     "info": "print the network: parameters, MACs at the configured input size, genotype / path / code",
+    "plot": "draw the metrics.csv curves of one or more run folders into one PNG (one subplot per metric)",
 }
 
 
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
     for name, help_text in DESCRIPTIONS.items():
+        if name == "plot":  # takes run folders, not a config: no overrides, backend or --output
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            p.set_defaults(overrides=[])
+            commands.add_plot_arguments(p)
+            continue
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog="Trailing KEY VALUE pairs override config keys.")
         config_required = name not in ("convert",)
@@ -69,9 +75,18 @@ def main(argv=None) -> int:
     args.overrides = list(args.overrides) + list(extras)
     try:
         return int(getattr(commands, f"run_{args.command}")(args) or 0)
-    except commands.UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except commands.UserError as exc:  # one line, whatever the message (a YAML error spans several)
+        print("error: " + one_line(str(exc)), file=sys.stderr)
         return 2
+
+
+def one_line(message: str) -> str:
+    """A multi-line message as one line: lines joined by '; ' (by a space after a line ending in ':')."""
+    out = ""
+    for line in (part.strip() for part in message.splitlines()):
+        if line:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + line
+    return out
 
 
 if __name__ == "__main__":

@@ -21,9 +21,18 @@ class Backend:
     name = NAME
 
     def __init__(self, device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None):
+        if device not in ("cpu", "gpu"):
+            from common.config import ConfigError
+
+            raise ConfigError(f"DEVICE = {device!r} is not one of ['cpu', 'gpu']")
         if device == "gpu":
             if not torch.cuda.is_available():
-                raise RuntimeError("DEVICE gpu: torch sees no CUDA device (is a CUDA build of torch installed?)")
+                from common.config import ConfigError
+
+                why = ("this torch is a CPU build" if torch.version.cuda is None
+                       else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device")
+                raise ConfigError(f"DEVICE = 'gpu' but {why}: set DEVICE cpu, or install a CUDA build of torch "
+                                  f"on a machine with an NVIDIA GPU")
             # Parity needs IEEE float32 matmuls/convs, not TF32.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
@@ -58,10 +67,14 @@ class Backend:
     def count_parameters(self, model, trainable_only: bool = True) -> int:
         return layout.count_parameters(model, trainable_only)
 
-    def make_trainer(self, model, cfg, spec=None, for_eval: bool = False):
-        from torch_impl.trainer import Trainer
+    def make_task(self, kind: str, model, cfg, spec=None, for_eval: bool = False):
+        """The task ``kind`` (``torch_impl/tasks/<kind>.py``) around ``model``; see ``common/tasks``."""
+        module = importlib.import_module(f"torch_impl.tasks.{kind}")
+        return module.Task(self, model, cfg, spec, for_eval=for_eval)
 
-        return Trainer(self, model, cfg, spec, for_eval=for_eval)
+    def make_trainer(self, model, cfg, spec=None, for_eval: bool = False):
+        """The image-classification task (what ``train`` runs for a child net)."""
+        return self.make_task("classification", model, cfg, spec, for_eval=for_eval)
 
     # ----------------------------------------------------------------------------------- tensors
     def seed(self, seed: int) -> None:
@@ -84,14 +97,6 @@ class Backend:
             model.eval()
         with torch.no_grad():
             return self.to_numpy(model(self.to_tensor(images)))
-
-    def scalar_writer(self, run_dir: str):
-        """A TensorBoard writer when the tensorboard package is installed, else (None, None)."""
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None, None
-        return SummaryWriter(os.path.join(run_dir, "tensorboard")), "tensorboard"
 
     def describe(self) -> str:
         return f"torch {torch.__version__} on {self.device} ({self.dtype_name}, {torch.get_num_threads()} threads)"

@@ -13,8 +13,8 @@ training loss) and returns plain numpy data keyed by canonical names:
   * ``param_grads``: d loss / d (every trainable parameter) under its canonical name (torch layout); ``None`` when
     backward did not reach it.  ``input_grad``: d loss / d images.  ``loss`` and ``logits``.
 
-The loss is the trainer's: ``losses.cross_entropy`` with label smoothing (+ ``aux_weight`` times the auxiliary
-head's loss when the model returns ``(logits, aux)``).  Random layers draw their masks from ``mask_source``
+The loss is the training task's own (``tasks/classification.compose_loss``: cross-entropy with label smoothing,
++ ``aux_weight`` times the auxiliary head's loss when the model returns ``(logits, aux)``).  Random layers draw their masks from ``mask_source``
 (``common.random_masks.MaskSource``, re-seeded with ``start_step(step)``), so both backends drop the same units.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from torch_impl import layout, losses, ops
+from torch_impl import layout, ops
+from torch_impl.tasks.classification import compose_loss
 
 ROOT_NAME = "(model)"
 
@@ -108,13 +109,11 @@ def capture(model: torch.nn.Module, backend, images: np.ndarray, labels: Optiona
             x = x.detach().requires_grad_(True)
         with torch.set_grad_enabled(backward):
             out = model(x)
-            logits, aux = out if isinstance(out, tuple) else (out, None)
+            logits = out[0] if isinstance(out, tuple) else out
             result: Dict[str, Any] = {"logits": to_numpy(logits)}
             if labels is not None:
                 y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(logits.device)
-                loss = losses.cross_entropy(logits, y, label_smoothing)
-                if aux is not None and aux_weight:
-                    loss = loss + aux_weight * losses.cross_entropy(aux, y, label_smoothing)
+                loss, _ = compose_loss(out, y, label_smoothing, aux_weight)  # the training task's loss
                 result["loss"] = to_numpy(loss)
                 if backward:
                     for p in model.parameters():

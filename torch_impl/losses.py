@@ -38,8 +38,10 @@ def soft_target_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) 
 def accuracy_topk(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1, 5)) -> List[torch.Tensor]:
     """Top-k accuracy in percent for each k, as 0-d tensors (no host sync).
 
-    A sample is a top-k hit when fewer than k classes have a strictly larger logit than the target class, so
-    exact ties count as hits in both backends (``topk`` index order on ties is framework-specific)."""
+    A sample is a top-k hit when its target logit is a number and fewer than k classes have a strictly larger or
+    NaN logit, so exact ties count as hits in both backends (``topk`` index order on ties is framework-specific)
+    and a NaN output is never a hit (every comparison with NaN is false)."""
     target_logit = torch.gather(logits, 1, target.long().unsqueeze(1))
-    greater = (logits > target_logit).sum(dim=1)
-    return [(greater < int(k)).to(logits.dtype).mean() * 100.0 for k in ks]
+    greater = ((logits > target_logit) | torch.isnan(logits)).sum(dim=1)
+    valid = ~torch.isnan(target_logit.squeeze(1))
+    return [((greater < int(k)) & valid).to(logits.dtype).mean() * 100.0 for k in ks]

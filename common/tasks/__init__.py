@@ -1,0 +1,116 @@
+"""What a task is, written once: the framework-free half of every task (declarations and bookkeeping).
+
+A *task* is what ``common/engine.Loop`` trains: it owns its step(s), its loss, its metrics and its checkpoint
+state.  Each kind has three files with the same class names:
+
+  ``common/tasks/<kind>.py``        the framework-free base: data streams, optimizers and their config nodes,
+                                   metric fields, the score, how evaluation sums are turned into metrics
+  ``torch_impl/tasks/<kind>.py``    ``Task(<base>)``: the tensor work in PyTorch
+  ``paddle_impl/tasks/<kind>.py``   ``Task(<base>)``: the same in Paddle
+
+``backend.make_task(kind, model, cfg, spec)`` builds one.  The loop talks to a task only through
+:class:`TaskBase`'s methods below, so a search (two optimizers, two data streams, a board in ``extra``) runs in
+the same loop as image classification.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from common.checkpoint import Checkpoint
+
+Batch = Tuple[np.ndarray, np.ndarray]
+
+
+class NonFiniteError(RuntimeError):
+    """A loss, output, gradient or weight is NaN or infinite; the message says which (the loop adds where)."""
+
+
+class TaskBase:
+    """The contract between the loop and a task.  Subclasses set the class attributes and implement the methods
+    marked *backend*; everything else has a framework-free default here."""
+
+    #: task kind (the module name under ``*/tasks/``)
+    kind: str = ""
+    #: data streams one training step consumes (one batch of each), e.g. ``("train", "search")``
+    streams: Tuple[str, ...] = ("train",)
+    #: optimizer name -> config node it is built from (``OPTIM``, ``ARCH_OPTIM``, ``META_OPTIM``)
+    optimizer_nodes: Mapping[str, str] = {"weights": "OPTIM"}
+    #: per-step statistics averaged (weighted by ``count``) over an epoch into ``train_<name>``
+    train_stats: Tuple[str, ...] = ("loss",)
+    #: evaluation metrics, per variant (``val``, ``ema_val``) -> ``<variant>_<name>``
+    eval_stats: Tuple[str, ...] = ("loss",)
+    #: per-stat scale applied when the epoch means are reported (e.g. accuracy as a percentage)
+    stat_scale: Mapping[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------ declarations
+    def eval_variants(self) -> List[str]:
+        """Prefixes of the evaluations run each evaluation epoch (``val``; ``ema_val`` when an EMA exists)."""
+        return ["val"]
+
+    def score_key(self) -> Optional[str]:
+        """The metric that decides ``best`` (higher is better), or None when the task keeps no best."""
+        return None
+
+    def lr_fields(self) -> List[str]:
+        """metrics.csv columns of the learning rates: ``lr`` for the weights, ``lr_<name>`` for the others."""
+        return ["lr" if name == "weights" else f"lr_{name}" for name in self.optimizer_nodes]
+
+    def metric_fields(self) -> List[str]:
+        """Every metrics.csv column, in order."""
+        fields = ["epoch", *self.lr_fields(), *(f"train_{s}" for s in self.train_stats)]
+        for variant in self.eval_variants():
+            fields += [f"{variant}_{s}" for s in self.eval_stats]
+        return fields + list(self.extra_fields()) + ["images_per_s", "epoch_seconds"]
+
+    def extra_fields(self) -> Sequence[str]:
+        """Further numeric columns the task reports at epoch end (:meth:`epoch_end`)."""
+        return ()
+
+    # ------------------------------------------------------------------------------------------ steps (backend)
+    def train_step(self, batches: Mapping[str, Batch], lrs: Mapping[str, float], step: int) -> Dict[str, float]:
+        """One update from one batch of each stream; returns ``count`` (samples) and :attr:`train_stats`.
+        Raises :class:`NonFiniteError` before touching the weights when the loss, outputs or gradients are
+        not finite."""
+        raise TypeError(f"{type(self).__name__} does not define train_step")
+
+    def eval_batch(self, images: np.ndarray, labels: np.ndarray, variant: str) -> Dict[str, float]:
+        """Sums over one batch: ``count``, ``nonfinite`` (samples whose outputs are not all finite) and one sum
+        per :attr:`eval_stats` entry (divided by the total count by :meth:`finish_eval`)."""
+        raise TypeError(f"{type(self).__name__} does not define eval_batch")
+
+    def nonfinite_weights(self) -> List[str]:
+        """Names of weights (EMA included, as ``ema:<name>``) holding NaN or inf; empty when all are finite."""
+        raise TypeError(f"{type(self).__name__} does not define nonfinite_weights")
+
+    def to_checkpoint(self) -> Checkpoint:
+        raise TypeError(f"{type(self).__name__} does not define to_checkpoint")
+
+    def load_checkpoint(self, ckpt: Checkpoint, source: str = "<memory>") -> None:
+        raise TypeError(f"{type(self).__name__} does not define load_checkpoint")
+
+    # ------------------------------------------------------------------------------------------ hooks with defaults
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the first step of every epoch (a search re-samples, a schedule moves)."""
+
+    def epoch_end(self, epoch: int) -> Dict[str, Any]:
+        """Numbers for :meth:`extra_fields` and anything to log (a genotype); called after the last step."""
+        return {}
+
+    def finish_eval(self, sums: Mapping[str, float]) -> Dict[str, float]:
+        """Metrics from the summed :meth:`eval_batch` results."""
+        count = sums.get("count", 0.0)
+        if not count:
+            return {}
+        return {s: self.stat_scale.get(s, 1.0) * sums[s] / count for s in self.eval_stats}
+
+    def mean_train_stats(self, sums: Mapping[str, float], count: float) -> Dict[str, float]:
+        return {f"train_{s}": self.stat_scale.get(s, 1.0) * sums[s] / count for s in self.train_stats}
+
+
+def task_module(backend_name: str, kind: str):
+    """``<backend>_impl.tasks.<kind>`` (imported only now)."""
+    return importlib.import_module(f"{backend_name}_impl.tasks.{kind}")
+

@@ -1,0 +1,138 @@
+"""Image classification in Paddle: one step of the loss, the update, the EMA; evaluation sums.
+
+Twin of ``torch_impl/tasks/classification.py`` (same class, same methods, same formulas); the declarations are
+in ``common/tasks/classification.py`` and the loop around it is ``common/engine.py``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+import paddle
+
+from common.checkpoint import Checkpoint, CheckpointError
+from common.random_masks import MaskSource
+from common.tasks import Batch, NonFiniteError
+from common.tasks.classification import Classification
+from paddle_impl import layout, losses, ops, optim
+
+
+def compose_loss(out, labels: paddle.Tensor, label_smoothing: float = 0.0, aux_weight: float = 0.0):
+    """``(loss, logits)`` of a model output: cross-entropy (label smoothing) + ``aux_weight`` x the aux head's."""
+    logits, aux = out if isinstance(out, tuple) else (out, None)
+    loss = losses.cross_entropy(logits, labels, label_smoothing)
+    if aux is not None and aux_weight:
+        loss = loss + aux_weight * losses.cross_entropy(aux, labels, label_smoothing)
+    return loss, logits
+
+
+def all_finite(tensors) -> paddle.Tensor:
+    """A 0-d bool tensor: every element of every tensor is finite (no host sync)."""
+    tensors = [t for t in tensors if t is not None]
+    with paddle.no_grad():
+        if not tensors:
+            return paddle.to_tensor(True)
+        return paddle.stack([paddle.isfinite(t).all() for t in tensors]).all()
+
+
+def nonfinite_names(named) -> List[str]:
+    return [name for name, t in named if t.is_floating_point() and not bool(paddle.isfinite(t).all())]
+
+
+class Task(Classification):
+    def __init__(self, backend, model: paddle.nn.Layer, cfg, spec=None, for_eval: bool = False):
+        super().__init__(cfg, for_eval=for_eval)
+        self.backend = backend
+        self.model = model
+        self.optimizer = None
+        self.ema = None
+        if not for_eval:
+            self.optimizer = optim.build_optimizer(cfg, layout.trainable_named_parameters(model), model=model,
+                                                   unused_grads=cfg.OPTIM.UNUSED_GRADS)
+            if self.keeps_ema:
+                self.ema = optim.ModelEma(model, cfg.TRAIN.EMA_DECAY)
+        # Dropout / drop-path masks come from numpy, so both backends draw the same ones.
+        self.masks = MaskSource(cfg.SEED)
+        ops.attach_mask_source(model, self.masks)
+
+    @property
+    def optimizers(self) -> Dict[str, object]:
+        return {} if self.optimizer is None else {"weights": self.optimizer}
+
+    # ------------------------------------------------------------------------------------------ training
+    def train_step(self, batches: Mapping[str, Batch], lrs: Mapping[str, float], step: int) -> Dict[str, float]:
+        images, labels = batches["train"]
+        model = self.model
+        if not model.training:  # switching modes walks every submodule; do it only when needed
+            model.train()
+        self.masks.start_step(step)
+        if hasattr(model, "set_training_step"):
+            model.set_training_step(step)
+        x = self.backend.to_tensor(images)
+        y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
+        loss, logits = compose_loss(model(x), y, self.label_smoothing, self.aux_weight)
+        self.optimizer.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in self.optimizer._params.values()]
+        checks = paddle.stack([paddle.isfinite(loss.detach()).all(), all_finite([logits.detach()]), all_finite(grads)])
+        (top1,) = losses.accuracy_topk(logits.detach(), y, ks=(1,))
+        finite = checks.numpy()
+        if not finite.all():  # the weights are not touched: the last good state stays in memory and on disk
+            what = [w for w, ok in zip(("loss", "logits", "gradients"), finite) if not ok]
+            raise NonFiniteError(f"non-finite {' and '.join(what)} (loss {float(loss.detach()):.4g})")
+        if self.grad_clip > 0:
+            self.optimizer.clip_grad_norm(self.grad_clip)
+        self.optimizer.step(lrs["weights"])
+        if self.ema is not None:
+            self.ema.update(model)
+        return {"loss": float(loss.detach()), "top1": float(top1) / 100.0, "count": len(labels)}
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    def eval_batch(self, images: np.ndarray, labels: np.ndarray, variant: str = "val") -> Dict[str, float]:
+        model = self.ema.module if (variant == "ema_val" and self.ema is not None) else self.model
+        if model.training:
+            model.eval()
+        with paddle.no_grad():
+            x = self.backend.to_tensor(images)
+            y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
+            logits = model(x)
+            n = int(y.shape[0])
+            bad = int(paddle.logical_not(paddle.isfinite(logits).all(axis=1)).astype("int64").sum())
+            loss = losses.cross_entropy(logits, y)
+            top1, top5 = losses.accuracy_topk(logits, y, ks=(1, self.topk))
+        return {"loss": float(loss) * n, "top1": float(top1) * n / 100.0, "top5": float(top5) * n / 100.0,
+                "count": n, "nonfinite": bad}
+
+    def nonfinite_weights(self) -> List[str]:
+        names = nonfinite_names(self.model.state_dict().items())
+        if self.ema is not None:
+            names += [f"ema:{n}" for n in nonfinite_names(self.ema.module.state_dict().items())]
+        return names
+
+    # ------------------------------------------------------------------------------------------ state
+    def to_checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            model=layout.state_to_neutral(self.model),
+            ema=self.ema.state_to_neutral() if self.ema is not None else None,
+            optimizers={name: opt.state_to_neutral() for name, opt in self.optimizers.items()},
+        )
+
+    def load_checkpoint(self, ckpt: Checkpoint, source: str = "<memory>") -> None:
+        layout.load_neutral(self.model, ckpt.model, source)
+        if self.ema is not None:
+            if ckpt.ema is None:
+                raise CheckpointError(f"{source}: the run keeps an EMA (TRAIN.EMA_DECAY > 0) but the checkpoint has none")
+            self.ema.load_neutral(ckpt.ema, source)
+        for name, opt in self.optimizers.items():
+            if name not in ckpt.optimizers:
+                raise CheckpointError(f"{source}: no {name!r} optimizer state, so training cannot resume from it "
+                                      "(use MODEL.WEIGHTS to start from its weights instead)")
+            opt.load_neutral(ckpt.optimizers[name], source)
+
+    @property
+    def ema_model(self) -> Optional[paddle.nn.Layer]:
+        return None if self.ema is None else self.ema.module
+
+
+#: the parity harness and older callers build it as a trainer
+Trainer = Task
