@@ -56,6 +56,10 @@ _C.DATA.NUM_TRAIN = 0     # 0 = every sample; otherwise the first N of the (seed
 _C.DATA.NUM_VAL = 0
 _C.DATA.SYNTHETIC_SAMPLES = 256
 _C.DATA.DROP_LAST = False  # drop the short last training batch (evaluation never drops)
+# Check every ImageFolder image the split uses (its first and last bytes) before any work, so a truncated or non-image
+# file stops the command at once, naming it (~0.1 ms a file: ~2 min for ImageNet's 1.28M).  False: a damaged file
+# stops the run when it is read, with the same one-line error.
+_C.DATA.VERIFY_FILES = True
 
 _C.AUG = CN()
 _C.AUG.RANDOM_RESIZED_CROP = False

@@ -31,6 +31,7 @@ import glob
 import logging
 import math
 import os
+import re
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -71,8 +72,31 @@ def get_logger(run_dir: str, name: str) -> logging.Logger:
 
 # ---------------------------------------------------------------------------------------------- run folder
 def is_temp_file(name: str) -> bool:
-    """A temporary file of an interrupted atomic write (``common/io_utils.atomic_path``: ``.<name>.<rand>.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
+    """A temporary file of an interrupted write: ``common/io_utils.atomic_path``'s ``.<name>.<rand>.tmp``, or the
+    ``.tmpXXXXXX`` that safetensors itself writes a file through before renaming it."""
+    return (name.startswith(".") and name.endswith(".tmp")) or re.fullmatch(r"\.tmp[A-Za-z0-9_]{6}", name) is not None
+
+
+def holds_run(folder: str) -> List[str]:
+    """The run files (checkpoints, ``metrics.csv``) ``folder`` holds; empty when none (or no such folder)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder)
+                  if name in RUN_FILES or (name.startswith("epoch-") and name.endswith(".safetensors")))
+
+
+def default_run_dir(base: str, resume: str) -> str:
+    """The run folder when none is named (``runs/<config>``): a new run never lands on an old one but in the first
+    of ``base``, ``base-2``, ``base-3``, ... that holds no run; ``RESUME auto`` continues the newest of them."""
+    def numbered(k: int) -> str:
+        return base if k == 1 else f"{base}-{k}"
+
+    k = 1
+    while holds_run(numbered(k)):
+        k += 1
+    if resume == "auto" and k > 1:
+        return numbered(k - 1)
+    return numbered(k)
 
 
 def check_run_dir(run_dir: str, resume: str) -> None:
@@ -82,10 +106,7 @@ def check_run_dir(run_dir: str, resume: str) -> None:
     is continued (``RESUME auto``, or ``RESUME`` naming a checkpoint inside it): results are never overwritten."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise TrainingError(f"run folder {run_dir} is a file, not a folder: choose another with --output")
-    if not os.path.isdir(run_dir):
-        return
-    held = sorted(name for name in os.listdir(run_dir)
-                  if name in RUN_FILES or (name.startswith("epoch-") and name.endswith(".safetensors")))
+    held = holds_run(run_dir)
     continues = resume == "auto" or (
         bool(resume) and os.path.dirname(os.path.abspath(resume)) == os.path.abspath(run_dir))
     if held and not continues:
@@ -195,12 +216,15 @@ class Hook:
 
 
 class ScalarsHook(Hook):
-    """TensorBoard event files (and VisualDL when installed) of every logged number."""
+    """TensorBoard event files (and VisualDL when installed) of every logged number, against the global step: the
+    training statistics every ``TRAIN.LOG_INTERVAL`` steps, every metrics.csv column at each epoch end.  A resumed
+    run drops what the interrupted one wrote after its checkpoint."""
 
     def before_train(self, loop):
         from common.scalars import ScalarWriter
 
-        self.writer = ScalarWriter(loop.run_dir, log=loop.logger.info)
+        self.writer = ScalarWriter(loop.run_dir, log=loop.logger.info,
+                                   purge_step=loop.global_step if loop.global_step > 0 else None)
 
     def after_step(self, loop, stats):
         interval = int(loop.cfg.TRAIN.LOG_INTERVAL)
@@ -212,8 +236,8 @@ class ScalarsHook(Hook):
 
     def after_epoch(self, loop, row):
         for key, value in row.items():
-            if key != "epoch" and not key.startswith("_") and isinstance(value, (int, float)):
-                self.writer.add(f"epoch/{key}", value, row["epoch"])
+            if not key.startswith("_") and isinstance(value, (int, float)):
+                self.writer.add(f"epoch/{key}", value, loop.global_step)
         self.writer.flush()
 
     def after_train(self, loop):

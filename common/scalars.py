@@ -41,14 +41,14 @@ def _held_out(module: str) -> Iterator[None]:
             del sys.modules[module]
 
 
-def _open_tensorboard(run_dir: str):
+def _open_tensorboard(run_dir: str, purge_step: Optional[int] = None):
     try:
         with _held_out("torch"):
             from tensorboardX import SummaryWriter
     except ImportError as exc:
         return None, f"tensorboardX not installed ({exc}): pip install -r requirements-common.txt"
     logdir = os.path.join(run_dir, TENSORBOARD_DIR)
-    return SummaryWriter(logdir=logdir, flush_secs=FLUSH_SECONDS), logdir
+    return SummaryWriter(logdir=logdir, flush_secs=FLUSH_SECONDS, purge_step=purge_step), logdir
 
 
 def _open_visualdl(run_dir: str):
@@ -81,14 +81,17 @@ class ScalarWriter:
     """TensorBoard event files (always) and VisualDL files (when installed) for one run folder.
 
     ``log`` is an optional ``logging.Logger`` (its ``info`` is used) or any callable taking one string; it is
-    told once, at construction, which writers are active and where they write.
+    told once, at construction, which writers are active and where they write.  ``purge_step``: a resumed run
+    passes the step it resumes at, and TensorBoard drops the points at or after it that the interrupted run had
+    written (they are written again).
     """
 
-    def __init__(self, run_dir: str, log: Union[Callable[[str], Any], Any, None] = None):
+    def __init__(self, run_dir: str, log: Union[Callable[[str], Any], Any, None] = None,
+                 purge_step: Optional[int] = None):
         self.run_dir = run_dir
         self._writers: List[Tuple[str, Any]] = []
         notes = []
-        tensorboard, where = _open_tensorboard(run_dir)
+        tensorboard, where = _open_tensorboard(run_dir, purge_step)
         if tensorboard is None:
             notes.append(where)
         else:

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from common import optim_reference as ref
+from conftest import paddle_default_dtype
 from common import schedules as S
 from common.compare import compare
 from common.config import ConfigError, get_default_config, load_config, merge_overrides
@@ -36,23 +36,7 @@ ALL_NAMES = ["conv.weight", "conv.bias", "fc1.weight", "fc1.bias", "head_a.weigh
              "head_b.bias", "unused.weight", "unused.bias", "gain"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's intra-op threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def paddle_dtype(dtype: str):
-    old = paddle.get_default_dtype()
-    paddle.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        paddle.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(overrides: Sequence[str] = ()):
@@ -66,7 +50,7 @@ def _models(dtype: str = "float64"):
     weights = initial_weights()
     t_model = TorchNet().to(torch.float64 if dtype == "float64" else torch.float32)
     tlayout.load_neutral(t_model, weights)
-    with paddle_dtype(dtype):
+    with paddle_default_dtype(dtype):
         p_model = PaddleNet()
     playout.load_neutral(p_model, weights)
     return t_model, p_model

@@ -229,6 +229,27 @@ def malicious(name: str):
     return setup
 
 
+def read_only(name: str):
+    """setup: an empty ``{t}/<name>`` folder that this (root) process is told it may not write (os.access)."""
+    def setup(t: Path, mp) -> None:
+        folder = t / name
+        folder.mkdir()
+        real = os.access
+        mp.setattr(os, "access", lambda path, mode, *a, **k:
+                   False if Path(path).resolve() == folder.resolve() else real(path, mode, *a, **k))
+    return setup
+
+
+def folder(name: str):
+    def setup(t: Path, _mp) -> None:
+        (t / name).mkdir()
+    return setup
+
+
+def convert(src: str, to: str, dst: str) -> Callable[[Path], List[str]]:
+    return lambda t: ["convert", "--from", "neutral", src.format(t=t), "--to", to, dst.format(t=t)]
+
+
 def run_folder(*names: str):
     """setup: ``{t}/out`` already holds a run (these files)."""
     def setup(t: Path, _mp) -> None:
@@ -442,6 +463,16 @@ CASES: List[Case] = [
          ["{t}/f/run", "cannot create run folder"], raw("f", b"x")),
     Case("infer-output-is-a-file", infer("{t}/x.npy"), ["{t}/out"],
          both(raw("out", b"x"), npy("x.npy", lambda: np.zeros((1, 3, 32, 32), np.float32)))),
+    Case("run-folder-read-only", train(), ["run folder {t}/out is not writable"], read_only("out")),
+    # ---- convert paths
+    Case("convert-out-is-a-folder", convert("{t}/w.safetensors", "torch", "{t}/d"), ["OUT {t}/d is a folder"],
+         both(neutral_ckpt("w.safetensors"), folder("d"))),
+    Case("convert-out-under-a-file", convert("{t}/w.safetensors", "paddle", "{t}/f/x.pdparams"),
+         ["OUT {t}/f/x.pdparams", "{t}/f is a file"], both(neutral_ckpt("w.safetensors"), raw("f", b"x"))),
+    Case("convert-source-missing", convert("{t}/none.safetensors", "torch", "{t}/w.pt"), ["{t}/none.safetensors"]),
+    Case("convert-malicious-source", lambda t: ["convert", "--from", "paddle", str(t / "evil.pt"), "--to", "neutral",
+                                                str(t / "w.safetensors")],
+         ["{t}/evil.pt", "refused to unpickle global"], malicious("evil.pt")),
 ]
 
 

@@ -310,13 +310,15 @@ def test_training_again_into_a_run_folder_is_refused(tmp_path, capsys):
 def test_leftover_temporaries_are_removed_on_the_next_start(tmp_path, capsys):
     run_dir, code = digits_run(tmp_path, "torch", "R", "TRAIN.EPOCHS", "1")
     assert code == 0
-    for name in (".last.safetensors.k2j3.tmp", ".metrics.csv.x9.tmp"):
+    # ours (common/io_utils.atomic_path) and the one safetensors writes through before its rename
+    for name in (".last.safetensors.k2j3.tmp", ".metrics.csv.x9.tmp", ".tmpgQ2Thr"):
         (tmp_path / "R" / name).write_bytes(b"\0" * 100)
+    (tmp_path / "R" / ".tmpnotours.txt").write_bytes(b"kept")
     capsys.readouterr()
     _, code = digits_run(tmp_path, "torch", "R", "TRAIN.EPOCHS", "2", "RESUME", "auto")
     err = capsys.readouterr().err
-    assert code == 0 and "removed 2 temporary file(s)" in err
-    assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
+    assert code == 0 and "removed 3 temporary file(s)" in err
+    assert sorted(n for n in os.listdir(run_dir) if n.startswith(".")) == [".tmpnotours.txt"]
     assert [r["epoch"] for r in rows_of(run_dir)] == ["1", "2"]
 
 
@@ -333,3 +335,32 @@ def test_unusable_output_folders_are_named(tmp_path, capsys, make, fragment):
     code = main(["train", "configs/cream14_digits.yaml", "--backend", "torch", *TINY, "--output", str(target)])
     err = capsys.readouterr().err
     assert code == 2 and fragment in err and str(target) in err and "Traceback" not in err
+
+
+def test_default_run_folders_are_numbered_never_reused(tmp_path):
+    base = str(tmp_path / "runs" / "cfg")
+    assert engine.default_run_dir(base, "") == base
+    os.makedirs(base)
+    (tmp_path / "runs" / "cfg" / "train.log").write_text("a run that died before its first epoch\n")
+    assert engine.default_run_dir(base, "") == base  # nothing to lose there yet
+    (tmp_path / "runs" / "cfg" / "metrics.csv").write_text("epoch\n")
+    assert engine.default_run_dir(base, "") == base + "-2"
+    assert engine.default_run_dir(base, "auto") == base
+    os.makedirs(base + "-2")
+    (tmp_path / "runs" / "cfg-2" / "last.safetensors").write_bytes(b"x")
+    assert engine.default_run_dir(base, "") == base + "-3"
+    assert engine.default_run_dir(base, "auto") == base + "-2"
+
+
+def test_the_quick_start_twice_lands_in_two_folders(tmp_path, monkeypatch, capsys):
+    """No --output: the second run of a config goes to runs/<config>-2 (a torch and a paddle run side by side),
+    RESUME auto continues the newest."""
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(ROOT, "configs", "cream14_digits.yaml")
+    for backend in BACKENDS:
+        assert main(["train", config, "--backend", backend, *TINY, "TRAIN.EPOCHS", "1"]) == 0
+    assert sorted(os.listdir(tmp_path / "runs")) == ["cream14_digits", "cream14_digits-2"]
+    assert main(["train", config, "--backend", "torch", *TINY, "RESUME", "auto"]) == 0
+    assert [r["epoch"] for r in rows_of(tmp_path / "runs" / "cream14_digits-2")] == ["1", "2"]
+    assert [r["epoch"] for r in rows_of(tmp_path / "runs" / "cream14_digits")] == ["1"]
+    assert load_checkpoint(str(tmp_path / "runs" / "cream14_digits-2" / "last.safetensors")).meta["backend"] == "torch"

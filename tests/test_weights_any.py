@@ -5,6 +5,7 @@ the file; and reading imports no framework."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import pickle
 import subprocess
@@ -326,3 +327,43 @@ def test_weights_tools_modules_import_no_framework():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout, out.stdout
+
+
+# ------------------------------------------------------------------------------------------ through the commands
+@pytest.fixture(scope="module")
+def batch_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("batch") / "x.npy"
+    np.save(path, np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", ["torch", "paddle"])
+def test_infer_and_test_take_every_format_on_both_backends(files, batch_file, backend, tmp_path, capsys):
+    """MODEL.WEIGHTS takes what convert and the frameworks write: every format gives the same logits as the
+    neutral file on each backend (the model weights, or the EMA when the config keeps one and the file has it),
+    and `test` scores a .pt / .pdparams exactly like the .safetensors."""
+    from tools.main import main
+
+    def infer(label, ema):
+        out = tmp_path / f"{label}-{ema}"
+        code = main(["infer", "configs/cream14_digits.yaml", "--backend", backend, "TRAIN.EMA_DECAY", ema,
+                     "MODEL.WEIGHTS", files[label][0], "--output", str(out), "--inputs", batch_file])
+        assert code == 0, capsys.readouterr().err
+        return np.load(out / "logits.npy")
+
+    reference = {ema: infer("neutral", ema) for ema in ("0", "0.98")}
+    assert not np.array_equal(reference["0"], reference["0.98"])  # the EMA really is other weights
+    for label in FORMATS:
+        for ema in ("0", "0.98"):
+            want = reference[ema if files[label][1] else "0"]
+            assert np.array_equal(infer(label, ema), want), (label, ema)
+
+    def test(label):
+        out = tmp_path / f"test-{label}"
+        code = main(["test", "configs/cream14_digits.yaml", "--backend", backend, "TRAIN.EMA_DECAY", "0",
+                     "DATA.NUM_VAL", "24", "MODEL.WEIGHTS", files[label][0], "--output", str(out)])
+        assert code == 0, capsys.readouterr().err
+        result = json.load(open(out / "test_results.json"))
+        return {k: result[k] for k in ("top1", "top5", "loss")}
+
+    assert test("torch_zip") == test("pdparams") == test("neutral")

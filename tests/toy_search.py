@@ -62,14 +62,14 @@ class ToySearch(TaskBase):
         return {"alpha0": float(alphas[0])}
 
     def to_checkpoint(self) -> Checkpoint:
-        ckpt = self.checkpoint_tensors()
+        ckpt = super().to_checkpoint()  # the network and both optimizers (common/tasks)
         ckpt.extra = {"chosen": list(self.extra["chosen"]), "arch_steps": int(self.extra["arch_steps"])}
         return ckpt
 
     def load_checkpoint(self, ckpt: Checkpoint, source: str = "<memory>") -> None:
         if set(ckpt.extra) != {"chosen", "arch_steps"}:
             raise CheckpointError(f"{source}: no toy-search extra state")
-        self.load_tensors(ckpt, source)
+        super().load_checkpoint(ckpt, source)
         self.extra = {"chosen": list(ckpt.extra["chosen"]), "arch_steps": int(ckpt.extra["arch_steps"])}
 
 
@@ -97,9 +97,10 @@ def torch_task(backend, cfg):
             init = toy_init(cfg.SEED)
             layout.load_neutral(self.net, init, "toy init")
             named = layout.trainable_named_parameters(self.net)
-            self.opt = {"weights": optim.build_optimizer(cfg, [(n, p) for n, p in named if n != "alphas"]),
-                        "arch": optim.build_optimizer(cfg, [(n, p) for n, p in named if n == "alphas"],
-                                                      node="ARCH_OPTIM")}
+            self.backend, self.model = backend, self.net
+            self.opt = self.optimizers = {
+                "weights": optim.build_optimizer(cfg, [(n, p) for n, p in named if n != "alphas"]),
+                "arch": optim.build_optimizer(cfg, [(n, p) for n, p in named if n == "alphas"], node="ARCH_OPTIM")}
 
         def alphas(self):
             return self.net.alphas.detach().numpy().copy()
@@ -132,17 +133,6 @@ def torch_task(backend, cfg):
                 return {"loss": float(losses.cross_entropy(logits, y)) * n, "top1": float(top1) * n / 100.0,
                         "count": n, "nonfinite": int((~torch.isfinite(logits).all(dim=1)).sum())}
 
-        def nonfinite_weights(self):
-            return [n for n, p in self.net.state_dict().items() if not bool(torch.isfinite(p).all())]
-
-        def checkpoint_tensors(self):
-            return Checkpoint(model=layout.state_to_neutral(self.net),
-                              optimizers={k: o.state_to_neutral() for k, o in self.opt.items()})
-
-        def load_tensors(self, ckpt, source):
-            layout.load_neutral(self.net, ckpt.model, source)
-            for k, o in self.opt.items():
-                o.load_neutral(ckpt.optimizers[k], source)
 
     return Task()
 
@@ -176,10 +166,11 @@ def paddle_task(backend, cfg):
                 paddle.set_default_dtype(previous)
             layout.load_neutral(self.net, toy_init(cfg.SEED), "toy init")
             named = layout.trainable_named_parameters(self.net)
-            self.opt = {"weights": optim.build_optimizer(cfg, [(n, p) for n, p in named if n != "alphas"],
-                                                         model=self.net),
-                        "arch": optim.build_optimizer(cfg, [(n, p) for n, p in named if n == "alphas"],
-                                                      model=self.net, node="ARCH_OPTIM")}
+            self.backend, self.model = backend, self.net
+            self.opt = self.optimizers = {
+                "weights": optim.build_optimizer(cfg, [(n, p) for n, p in named if n != "alphas"], model=self.net),
+                "arch": optim.build_optimizer(cfg, [(n, p) for n, p in named if n == "alphas"], model=self.net,
+                                              node="ARCH_OPTIM")}
 
         def alphas(self):
             return self.net.alphas.numpy().copy()
@@ -213,17 +204,6 @@ def paddle_task(backend, cfg):
                 return {"loss": float(losses.cross_entropy(logits, y)) * n, "top1": float(top1) * n / 100.0,
                         "count": n, "nonfinite": bad}
 
-        def nonfinite_weights(self):
-            return [n for n, p in self.net.state_dict().items() if not bool(paddle.isfinite(p).all())]
-
-        def checkpoint_tensors(self):
-            return Checkpoint(model=layout.state_to_neutral(self.net),
-                              optimizers={k: o.state_to_neutral() for k, o in self.opt.items()})
-
-        def load_tensors(self, ckpt, source):
-            layout.load_neutral(self.net, ckpt.model, source)
-            for k, o in self.opt.items():
-                o.load_neutral(ckpt.optimizers[k], source)
 
     return Task()
 
@@ -273,7 +253,10 @@ def _kill_in_save(count: int) -> None:
         if calls["n"] == count:
             from common.io_utils import atomic_path
 
-            with atomic_path(path) as tmp:  # a half-written temporary file, then the kill
+            with atomic_path(path) as tmp:  # half-written temporary files, then the kill
+                # safetensors writes through its own ``.tmpXXXXXX`` next to the target, then renames it
+                with open(os.path.join(os.path.dirname(tmp), ".tmpK1ll3d"), "wb") as inner:
+                    inner.write(b"\0" * 4096)
                 with open(tmp, "wb") as handle:
                     handle.write(b"\0" * 4096)
                     handle.flush()
@@ -291,7 +274,7 @@ if __name__ == "__main__":
     parser.add_argument("--kill-in-save", type=int, default=0, help="SIGKILL during the N-th checkpoint write")
     args = parser.parse_args()
     if args.backend == "paddle":
-        import paddle  # noqa: F401  (before anything that might pull in TF)
+        import paddle  # noqa: F401,F811  (before anything that might pull in TF)
     if args.kill_in_save:
         _kill_in_save(args.kill_in_save)
     run(args.backend, args.run_dir, args.epochs)

@@ -288,7 +288,7 @@ def run_train(args) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "training")
     module, spec = spec_for(cfg)
-    run_dir = run_dir_for(args, cfg)
+    run_dir = args.output or cfg.OUTPUT_DIR or engine.default_run_dir(run_dir_for(args, cfg), cfg.RESUME)
     kind = families.task_kind(cfg.MODEL.FAMILY, "train")
     try:  # everything is checked before the run folder is touched
         engine.check_run_dir(run_dir, cfg.RESUME)
@@ -366,6 +366,13 @@ def add_convert_arguments(p) -> None:
 
 def run_convert(args) -> int:
     convert = _need("weights_tools.convert", "checkpoint conversion")
+    if os.path.isdir(args.dst) and args.dst_format != "tf":
+        raise UserError(f"OUT {args.dst} is a folder; name the file to write (e.g. {os.path.join(args.dst, 'w.pt')})")
+    parent = os.path.dirname(os.path.abspath(args.dst))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"OUT {args.dst}: {parent} is a file, so no folder can be made there")
     try:
         return convert.run(args)
     except CheckpointError as exc:

@@ -78,6 +78,10 @@ def main(argv=None) -> int:
     except commands.UserError as exc:  # one line, whatever the message (a YAML error spans several)
         print("error: " + one_line(str(exc)), file=sys.stderr)
         return 2
+    except OSError as exc:  # a disk, permission or path problem the user can fix (full disk, read-only folder)
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+        print(f"error: {exc.strerror or exc}" + (f": {where}" if where else ""), file=sys.stderr)
+        return 2
 
 
 def one_line(message: str) -> str:

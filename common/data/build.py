@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Optional
+
 import numpy as np
 
 from common.data import datasets as ds
@@ -101,11 +103,11 @@ def _full_dataset(cfg, split: str):
         f"DATA.DATASET = {name!r} is not one of builtin_digits, cifar10, cifar100, imagefolder, synthetic")
 
 
-def build_dataset(cfg, split: str, verify: bool = True):
+def build_dataset(cfg, split: str, verify: Optional[bool] = None):
     """The ``split`` ('train' or 'val') dataset, limited to DATA.NUM_TRAIN / DATA.NUM_VAL samples when > 0.
 
     The limit keeps a seeded random subset (the first N of a permutation seeded by ``(SEED, split)``), in
-    dataset order.  ``verify``: an ImageFolder's files that the split uses are checked now
+    dataset order.  ``verify`` (default ``DATA.VERIFY_FILES``): an ImageFolder's files that the split uses are checked now
     (:func:`common.data.datasets.verify_image_files`), so an unreadable image stops the command before any work.
     Every error is a ``ValueError`` (``DataError``; ``DatasetNotFoundError`` is also a ``FileNotFoundError``)
     whose one-line message names the file, folder or key.
@@ -123,7 +125,7 @@ def build_dataset(cfg, split: str, verify: bool = True):
     if limit not in (0, len(dataset)):
         rng = np.random.Generator(np.random.PCG64(_split_seed(cfg.SEED, split, purpose=2)))
         dataset = ds.Subset(dataset, np.sort(rng.permutation(len(dataset))[:limit]))
-    if verify:
+    if verify if verify is not None else bool(getattr(cfg.DATA, "VERIFY_FILES", True)):
         inner = dataset.dataset if isinstance(dataset, ds.Subset) else dataset
         if isinstance(inner, ds.ImageFolder):
             inner.verify(dataset.indices if isinstance(dataset, ds.Subset) else None)

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from common.checkpoint import Checkpoint
+from common.checkpoint import Checkpoint, CheckpointError
 
 Batch = Tuple[np.ndarray, np.ndarray]
 
@@ -81,15 +81,40 @@ class TaskBase:
         per :attr:`eval_stats` entry (divided by the total count by :meth:`finish_eval`)."""
         raise TypeError(f"{type(self).__name__} does not define eval_batch")
 
+    # ------------------------------------------------------------------------------------------ state
+    # Written once for every task that keeps ``self.backend``, ``self.model``, ``self.ema`` (a backend ``ModelEma``
+    # or None) and ``self.optimizers`` ({name: twin optimizer}); a task with more state extends them (``extra``).
+    backend: Any = None
+    model: Any = None
+    ema: Any = None
+    optimizers: Dict[str, Any] = {}
+
     def nonfinite_weights(self) -> List[str]:
         """Names of weights (EMA included, as ``ema:<name>``) holding NaN or inf; empty when all are finite."""
-        raise TypeError(f"{type(self).__name__} does not define nonfinite_weights")
+        names = nonfinite_names(self.backend.state_to_neutral(self.model))
+        if self.ema is not None:
+            names += [f"ema:{name}" for name in nonfinite_names(self.ema.state_to_neutral())]
+        return names
 
     def to_checkpoint(self) -> Checkpoint:
-        raise TypeError(f"{type(self).__name__} does not define to_checkpoint")
+        return Checkpoint(
+            model=self.backend.state_to_neutral(self.model),
+            ema=self.ema.state_to_neutral() if self.ema is not None else None,
+            optimizers={name: opt.state_to_neutral() for name, opt in self.optimizers.items()},
+        )
 
     def load_checkpoint(self, ckpt: Checkpoint, source: str = "<memory>") -> None:
-        raise TypeError(f"{type(self).__name__} does not define load_checkpoint")
+        """Model, EMA and every optimizer from ``ckpt`` (written by either backend); names and shapes checked."""
+        self.backend.load_neutral(self.model, ckpt.model, source)
+        if self.ema is not None:
+            if ckpt.ema is None:
+                raise CheckpointError(f"{source}: the run keeps an EMA (TRAIN.EMA_DECAY > 0) but the checkpoint has none")
+            self.ema.load_neutral(ckpt.ema, source)
+        for name, opt in self.optimizers.items():
+            if name not in ckpt.optimizers:
+                raise CheckpointError(f"{source}: no {name!r} optimizer state, so training cannot resume from it "
+                                      "(use MODEL.WEIGHTS to start from its weights instead)")
+            opt.load_neutral(ckpt.optimizers[name], source)
 
     # ------------------------------------------------------------------------------------------ hooks with defaults
     def start_epoch(self, epoch: int) -> None:
@@ -114,3 +139,8 @@ def task_module(backend_name: str, kind: str):
     """``<backend>_impl.tasks.<kind>`` (imported only now)."""
     return importlib.import_module(f"{backend_name}_impl.tasks.{kind}")
 
+
+def nonfinite_names(tensors: Mapping[str, np.ndarray]) -> List[str]:
+    """Names of the floating arrays in ``tensors`` that hold NaN or inf."""
+    return [name for name, array in tensors.items()
+            if np.issubdtype(np.asarray(array).dtype, np.floating) and not np.isfinite(array).all()]

@@ -5,12 +5,11 @@ in ``common/tasks/classification.py`` and the loop around it is ``common/engine.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, Mapping
 
 import numpy as np
 import torch
 
-from common.checkpoint import Checkpoint, CheckpointError
 from common.random_masks import MaskSource
 from common.tasks import Batch, NonFiniteError
 from common.tasks.classification import Classification
@@ -35,10 +34,6 @@ def all_finite(tensors) -> torch.Tensor:
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
-def nonfinite_names(named) -> List[str]:
-    return [name for name, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-
-
 class Task(Classification):
     def __init__(self, backend, model: torch.nn.Module, cfg, spec=None, for_eval: bool = False):
         super().__init__(cfg, for_eval=for_eval)
@@ -46,18 +41,16 @@ class Task(Classification):
         self.model = model
         self.optimizer = None
         self.ema = None
+        self.optimizers = {}
         if not for_eval:
             self.optimizer = optim.build_optimizer(cfg, layout.trainable_named_parameters(model), model=model,
                                                    unused_grads=cfg.OPTIM.UNUSED_GRADS)
+            self.optimizers = {"weights": self.optimizer}
             if self.keeps_ema:
                 self.ema = optim.ModelEma(model, cfg.TRAIN.EMA_DECAY)
         # Dropout / drop-path masks come from numpy, so both backends draw the same ones.
         self.masks = MaskSource(cfg.SEED)
         ops.attach_mask_source(model, self.masks)
-
-    @property
-    def optimizers(self) -> Dict[str, object]:
-        return {} if self.optimizer is None else {"weights": self.optimizer}
 
     # ------------------------------------------------------------------------------------------ training
     def train_step(self, batches: Mapping[str, Batch], lrs: Mapping[str, float], step: int) -> Dict[str, float]:
@@ -102,36 +95,6 @@ class Task(Classification):
             top1, top5 = losses.accuracy_topk(logits, y, ks=(1, self.topk))
         return {"loss": float(loss) * n, "top1": float(top1) * n / 100.0, "top5": float(top5) * n / 100.0,
                 "count": n, "nonfinite": bad}
-
-    def nonfinite_weights(self) -> List[str]:
-        names = nonfinite_names(self.model.state_dict().items())
-        if self.ema is not None:
-            names += [f"ema:{n}" for n in nonfinite_names(self.ema.module.state_dict().items())]
-        return names
-
-    # ------------------------------------------------------------------------------------------ state
-    def to_checkpoint(self) -> Checkpoint:
-        return Checkpoint(
-            model=layout.state_to_neutral(self.model),
-            ema=self.ema.state_to_neutral() if self.ema is not None else None,
-            optimizers={name: opt.state_to_neutral() for name, opt in self.optimizers.items()},
-        )
-
-    def load_checkpoint(self, ckpt: Checkpoint, source: str = "<memory>") -> None:
-        layout.load_neutral(self.model, ckpt.model, source)
-        if self.ema is not None:
-            if ckpt.ema is None:
-                raise CheckpointError(f"{source}: the run keeps an EMA (TRAIN.EMA_DECAY > 0) but the checkpoint has none")
-            self.ema.load_neutral(ckpt.ema, source)
-        for name, opt in self.optimizers.items():
-            if name not in ckpt.optimizers:
-                raise CheckpointError(f"{source}: no {name!r} optimizer state, so training cannot resume from it "
-                                      "(use MODEL.WEIGHTS to start from its weights instead)")
-            opt.load_neutral(ckpt.optimizers[name], source)
-
-    @property
-    def ema_model(self) -> Optional[torch.nn.Module]:
-        return None if self.ema is None else self.ema.module
 
 
 #: the parity harness and older callers build it as a trainer
