@@ -74,10 +74,11 @@ def header(cfg, spec) -> str:
             f"optimizer {cfg.OPTIM.NAME}, EMA decay {cfg.TRAIN.EMA_DECAY}, label smoothing {cfg.TRAIN.LABEL_SMOOTHING}")
 
 
-def goals(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def goals(rows: Sequence[Dict[str, Any]], table=GOALS) -> List[Dict[str, Any]]:
+    """Each goal of ``table`` ((text, numerator, denominator, target)) per mode and batch size that has both."""
     out = []
     for mode, batch in sorted({(r["mode"], r["batch"]) for r in rows}):
-        for text, num, den, target in GOALS:
+        for text, num, den, target in table:
             value = ratio_of(rows, mode, batch, num, den)
             if value is None:
                 continue
@@ -96,9 +97,14 @@ def _load(cfg_path: str):
 
 
 def make_batch(spec, batch_size: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    return random_batch(spec.in_chans, spec.image_size, spec.num_classes, batch_size, seed)
+
+
+def random_batch(channels: int, size: int, classes: int, batch_size: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``N(0, 1)`` images and uniform labels, seeded by (seed, batch size): every contender gets the same batch."""
     rng = np.random.default_rng([int(seed), 7, int(batch_size)])
-    images = rng.standard_normal((batch_size, spec.in_chans, spec.image_size, spec.image_size)).astype(np.float32)
-    labels = rng.integers(0, spec.num_classes, size=batch_size).astype(np.int64)
+    images = rng.standard_normal((batch_size, channels, size, size)).astype(np.float32)
+    labels = rng.integers(0, classes, size=batch_size).astype(np.int64)
     return images, labels
 
 
@@ -198,10 +204,16 @@ def paddle_eval_step(be, model, images: np.ndarray, threads: int, flags: Sequenc
     return step
 
 
-def _twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg_path: str, flags: Sequence[str]) -> Runner:
-    cfg, spec = _load(cfg_path)
-    from common.specs import cream as C
+def _twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg_path: str, flags: Sequence[str],
+          family: str = FAMILY) -> Runner:
+    """A twin contender of any family (the config's spec module, ``init_state`` weights, the classification task's
+    ``train_step``); ``bench/pcdarts.py`` uses it too."""
+    from common import families
+    from common.config import load_config
 
+    cfg = load_config(cfg_path)
+    C = families.spec_module(family)
+    spec = C.spec_from_config(cfg)
     if backend_name == "torch":
         set_torch_threads(threads)
     else:
@@ -211,10 +223,10 @@ def _twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg_path:
                              "(the trainer runs the dygraph model)")
     backend_module = importlib.import_module(f"{backend_name}_impl.backend")
     be = backend_module.Backend(device=cfg.DEVICE, dtype="float32", threads=threads)
-    model = be.build_model("cream", spec)
+    model = be.build_model(family, spec)
     be.load_neutral(model, C.init_state(spec, np.random.default_rng(cfg.SEED)), source="numpy init")
     params = be.count_parameters(model)
-    images, labels = make_batch(spec, batch_size, cfg.SEED)
+    images, labels = random_batch(cfg.DATA.CHANNELS, cfg.DATA.IMAGE_SIZE, cfg.MODEL.NUM_CLASSES, batch_size, cfg.SEED)
     notes = []
     if backend_name == "torch" and "cl" in flags:
         import torch

@@ -160,6 +160,16 @@ _C.PNASNET.BN_DECAY = 0.9997
 # `parity`: add a TensorFlow column (the official-name float64 graph, run in a subprocess) when TF is installed.
 _C.PNASNET.PARITY_TF = True
 
+_C.PCDARTS = CN()
+# The network: "pcdarts_cifar" (NetworkCIFAR: 3C-channel stem, CIFAR aux head after cell 2*layers//3) or
+# "pcdarts_imagenet" (NetworkImageNet: two stride-2 stems, 7x7 average pool, needs 224 px) is MODEL.NAME.
+# The genotype: a published one by name (PCDARTS = PC_DARTS_cifar, PC_DARTS_image, DARTS_V1, DARTS_V2) or the path
+# of a genotype JSON written by `search`.
+_C.PCDARTS.GENOTYPE = "PCDARTS"
+_C.PCDARTS.INIT_CHANNELS = 36    # C (upstream --init_channels): CIFAR 36, ImageNet 48
+_C.PCDARTS.LAYERS = 20           # cells (upstream --layers): CIFAR 20, ImageNet 14
+_C.PCDARTS.AUXILIARY = False     # the auxiliary head (training forward returns (logits, aux)); TRAIN.AUX_WEIGHT 0.4
+
 _C.PARITY = CN()
 _C.PARITY.BACKENDS = ("torch", "paddle")
 _C.PARITY.DTYPES = ("float64", "float32")
@@ -191,7 +201,7 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
     "AUG.INTERPOLATION": ("random", "bilinear", "bicubic", "nearest"),
     "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
-    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear"),
+    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear"),
     "OPTIM.UNUSED_GRADS": ("skip", "zero"),
     "ARCH_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "ARCH_OPTIM.UNUSED_GRADS": ("skip", "zero"),

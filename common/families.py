@@ -76,7 +76,8 @@ REGISTRY: Tuple[Family, ...] = (
            importers=(Importer("tf", "weights_tools.convert:import_tf",
                                "a TensorFlow checkpoint prefix (PNASNet-5 official layout); needs tensorflow"),),
            recognise="recognition_candidates"),
-    Family("pcdarts", "PC-DARTS search and evaluation networks", "common.specs.pcdarts"),
+    Family("pcdarts", "PC-DARTS search and evaluation networks", "common.specs.pcdarts", tasks=_CLASSIFICATION,
+           bench="bench.pcdarts", recognise="recognition_candidates"),
     Family("nasbench_mr", "NAS-Bench-MR multi-resolution networks and NCP", "common.specs.nasbench_mr"),
 )
 

@@ -55,7 +55,7 @@ __all__ = [
     "CosineSchedule",
     "LinearSchedule",
     "build_schedule",
-    "SCHEDULE_NAMES",
+    "SCHEDULE_NAMES", "PCDartsLinearSchedule",
 ]
 
 
@@ -254,7 +254,26 @@ class LinearSchedule(Schedule):
         return linear_lr(t, self.base_lr, self.decay_epochs, self.lr_min)
 
 
-SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear")
+class PCDartsLinearSchedule(Schedule):
+    """PC-DARTS ImageNet training (``train_imagenet.py --lr_scheduler linear``): :func:`pcdarts_imagenet_linear_lr`
+    at the start of each epoch, its own warm-up ``lr (e + 1) / SCHED.WARMUP_EPOCHS`` included (the reference applies
+    it for batches above 256), and a gentler slope over the last 5 epochs."""
+
+    name = "pcdarts_linear"
+
+    def __init__(self, lr: float, epochs: float, warmup_epochs: float = 0.0, **kw: Any):
+        kw.pop("warmup_lr", None)
+        super().__init__(lr, total_epochs=float(epochs), **kw)  # no generic warm-up: the formula has its own
+        if epochs <= 5:
+            raise ValueError(f"pcdarts_linear schedule: TRAIN.EPOCHS = {epochs!r} must be > 5 (the last 5 are its tail)")
+        self.epochs = int(epochs)
+        self.own_warmup = int(warmup_epochs)
+
+    def main(self, t: float) -> float:
+        return pcdarts_imagenet_linear_lr(int(t), self.base_lr, self.epochs, self.own_warmup, warmup=self.own_warmup > 0)
+
+
+SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear")
 
 
 def _cfg_get(node: Any, key: str, default: Any) -> Any:
@@ -304,4 +323,8 @@ def build_schedule(cfg: Any) -> Schedule:
                 raise ValueError(f"SCHED.COOLDOWN_EPOCHS = {cooldown!r} must be in [0, TRAIN.EPOCHS = {epochs!r})")
             return CosineSchedule(lr, epochs - cooldown, float(sched["MIN_LR"]), cooldown_epochs=cooldown, **common)
         return LinearSchedule(lr, epochs, float(sched["MIN_LR"]), **common)
+    if name == "pcdarts_linear":
+        if epochs <= 0:
+            raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
+        return PCDartsLinearSchedule(lr, epochs, warmup_epochs=common["warmup_epochs"], per_step=False)
     raise ValueError(f"SCHED.NAME = {name!r} is not one of {list(SCHEDULE_NAMES)}")

@@ -123,3 +123,24 @@ def test_bench_command_on_a_tiny_cream_config(tmp_path):
     with open(out_dir / "bench" / "bench.csv", newline="") as handle:
         lines = list(csv.DictReader(handle))
     assert len(lines) == 6 and all(float(line["img_s"]) > 0 for line in lines)
+
+
+def test_bench_command_on_a_tiny_pcdarts_config(tmp_path):
+    """The PC-DARTS benchmark: the twins' training step (aux head, drop path, clip) side by side, one run."""
+    cfg = tmp_path / "tiny_pcdarts.yaml"
+    cfg.write_text(
+        "_BASE_: " + os.path.join(ROOT, "configs", "pcdarts_cifar10.yaml") + "\n"
+        "PCDARTS:\n  INIT_CHANNELS: 8\n  LAYERS: 5\n"
+        "BENCH:\n  QUICK: true\n  THREADS: 1\n  TRAIN_BATCH_SIZES: [4]\n"
+    )
+    out_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), "bench", str(cfg),
+                           "--output", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PC-DARTS pcdarts_cifar (PCDARTS cell, C=8, 5 cells, auxiliary head on) at 32 px" in proc.stdout
+    assert "paddle twin >= 0.8x torch twin" in proc.stdout
+    rows = json.loads((out_dir / "bench" / "bench.json").read_text())["rows"]
+    assert {(r["mode"], r["contender"]) for r in rows} == {("train", "torch"), ("train", "paddle")}
+    for r in rows:
+        assert not r["error"], r["error"]
+        assert r["family"] == "pcdarts" and r["batch"] == 4 and _finite_positive(r["img_s"])

@@ -208,3 +208,18 @@ def test_against_timm_schedulers():
     step = timm_sequence(lambda o: timm_scheduler.StepLRScheduler(
         o, decay_t=2.4, decay_rate=0.973, warmup_t=3, warmup_lr_init=1e-6, warmup_prefix=False), E)
     _close(step, [S.StepSchedule(0.064, 2.4, 0.973, warmup_epochs=3, warmup_lr=1e-6)(e) for e in range(E)])
+
+
+def test_pcdarts_linear_schedule_is_the_reference_formula():
+    """configs/pcdarts_imagenet.yaml: SCHED.NAME pcdarts_linear gives train_imagenet.py's per-epoch LRs
+    (shared/research/pcdarts.md §3.5: e0 0.1, e1 0.2, e4 0.5, e5 0.489796, e100 0.295918, e244 0.002041, e249 0.000408)."""
+    from common.config import load_config
+
+    cfg = load_config("configs/pcdarts_imagenet.yaml")
+    schedule = S.build_schedule(cfg)
+    want = {0: 0.1, 1: 0.2, 4: 0.5, 5: 0.489796, 100: 0.295918, 244: 0.002041, 245: 0.002041, 249: 0.000408}
+    for epoch, lr in want.items():
+        assert schedule(epoch) == pytest.approx(lr, abs=5e-7)
+    assert all(schedule(e) == S.pcdarts_imagenet_linear_lr(e) for e in range(250))
+    no_warmup = S.build_schedule(load_config("configs/pcdarts_imagenet.yaml", ["SCHED.WARMUP_EPOCHS", "0"]))
+    assert no_warmup(0) == 0.5

@@ -123,7 +123,14 @@ def run_info(args) -> int:
     params = module.count_params(spec)
     macs = module.count_macs(spec, size)
     print(f"family        {cfg.MODEL.FAMILY} ({cfg.MODEL.NAME})")
-    print(f"parameters    {params:,} trainable (counted from the spec)")
+    import inspect
+
+    without_aux = ""
+    if "include_aux" in inspect.signature(module.count_params).parameters:
+        trunk = module.count_params(spec, include_aux=False)
+        if trunk != params:
+            without_aux = f"; {trunk:,} without the auxiliary head (+{params - trunk:,})"
+    print(f"parameters    {params:,} trainable (counted from the spec){without_aux}")
     backend = load_backend(args.backend, cfg)
     model = backend.build_model(cfg.MODEL.FAMILY, spec)
     built = backend.count_parameters(model)

@@ -28,6 +28,14 @@ class Classification(TaskBase):
         self.num_classes = int(cfg.MODEL.NUM_CLASSES)
         self.topk = min(5, self.num_classes)
         self.keeps_ema = (not for_eval) and cfg.TRAIN.EMA_DECAY > 0
+        self.epochs = int(cfg.TRAIN.EPOCHS)
+
+    def start_epoch(self, epoch: int) -> None:
+        """A network whose regularisation follows the epoch (PC-DARTS: drop path ``MODEL.DROP_PATH * epoch /
+        TRAIN.EPOCHS``) is told the epoch before its first step."""
+        set_epoch = getattr(self.model, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch, self.epochs)
 
     def eval_variants(self) -> List[str]:
         return ["val", "ema_val"] if self.keeps_ema else ["val"]
