@@ -115,3 +115,17 @@ def test_reserved_prefix_rejected(tmp_path):
     with pytest.raises(CheckpointError) as err:
         save_checkpoint(str(tmp_path / "r.safetensors"), Checkpoint(model={"__ema__/x": np.zeros(1)}))
     assert "reserved" in str(err.value)
+
+
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    """mkstemp's 0600 must not leak into results: run folders are often read by others."""
+    from common.io_utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(str(tmp_path / "a.txt"), "x")
+        save_checkpoint(str(tmp_path / "c.safetensors"), sample_checkpoint())
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / "a.txt").st_mode & 0o777) == oct(0o644)
+    assert oct(os.stat(tmp_path / "c.safetensors").st_mode & 0o777) == oct(0o644)
