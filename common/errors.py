@@ -11,4 +11,14 @@ class UserError(RuntimeError):
     """Something the user can fix (file, key, value, missing package); printed without a traceback."""
 
 
-__all__ = ["UserError"]
+def one_line(message) -> str:
+    """``message`` (any object's text) as one line, the way user errors are printed: its lines joined by '; ' (by
+    a space after a line ending in ':'), runs of blanks collapsed."""
+    out = ""
+    for line in (" ".join(part.split()) for part in str(message).splitlines()):
+        if line:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + line
+    return out
+
+
+__all__ = ["UserError", "one_line"]

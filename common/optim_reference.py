@@ -374,13 +374,13 @@ def optimizer_args_from_config(cfg: Any, node: Any = "OPTIM") -> Tuple[str, Dict
 
 
 def reference_optimizer_from_config(cfg: Any, named: Sequence[Tuple[str, np.ndarray]], node: Any = "OPTIM",
-                                    unused_grads: str = "skip") -> "ReferenceOptimizer":
+                                    unused_grads: Optional[str] = None) -> "ReferenceOptimizer":
     """The numpy twin of the backends' ``build_optimizer``: same node, same groups, same hyper-parameters."""
     spec = optimizer_spec(cfg, node)
     named = list(named)
     groups = build_param_groups(named, [np.ndim(p) for _, p in named], spec.weight_decay, spec.no_decay_1d,
                                 spec.lr_groups, spec.key("LR_GROUPS"))
-    return ReferenceOptimizer(spec.name, groups, unused_grads=unused_grads, **spec.kwargs)
+    return ReferenceOptimizer(spec.name, groups, unused_grads=unused_grads or spec.unused_grads, **spec.kwargs)
 
 
 # ------------------------------------------------------------------------------------------ neutral state

@@ -369,19 +369,20 @@ class ModelEma:
 
 
 def build_optimizer(cfg: Any, named_params: Iterable[Tuple[str, Any]], model: Any = None,
-                    unused_grads: str = "skip", node: Any = "OPTIM") -> _TwinOptimizer:
+                    unused_grads: Optional[str] = None, node: Any = "OPTIM") -> _TwinOptimizer:
     """The optimizer the config node ``node`` describes ("OPTIM", "ARCH_OPTIM", ... or the node object itself).
 
     Every option comes from that node: NAME and its hyper-parameters (MOMENTUM, NESTEROV, EPS, ALPHA, BETAS), the
     groups (``WEIGHT_DECAY`` / ``NO_DECAY_1D`` / ``LR_GROUPS``, decided by
     ``common.optim_reference.build_param_groups``); ``LR`` and ``GRAD_CLIP`` are recorded on the optimizer as
     ``base_lr`` / ``grad_clip`` for the loop that drives it (``node_name`` says which node built it).  ``unused_grads``
-    is the caller's, as before.
+    overrides the node's ``UNUSED_GRADS`` when given.
     """
     spec = ref.optimizer_spec(cfg, node)
     named = [(n, p) for n, p in named_params if _is_trainable(p)]
     groups = ref.build_param_groups(named, [len(p.shape) for _, p in named], spec.weight_decay, spec.no_decay_1d,
                                     spec.lr_groups, spec.key("LR_GROUPS"))
-    opt = globals()[spec.cls_name](groups, unused_grads=unused_grads, model=model, **spec.kwargs)
+    opt = globals()[spec.cls_name](groups, unused_grads=unused_grads or spec.unused_grads, model=model,
+                                   **spec.kwargs)
     opt.node_name, opt.base_lr, opt.grad_clip = spec.node, spec.lr, spec.grad_clip
     return opt

@@ -354,3 +354,16 @@ def test_bad_nodes_are_config_errors():
     for build in _all_builders(cfg, cfg.ARCH_OPTIM):
         with pytest.raises(ConfigError, match=r"ARCH_OPTIM\.NAME = 'lamb' is not one of"):
             build()
+
+
+def test_the_nodes_unused_grads_is_used_when_the_caller_gives_none():
+    """ARCH_OPTIM.UNUSED_GRADS must not be a key that is silently ignored: without an explicit argument the
+    optimizer follows its node, in both trees and the numpy reference."""
+    cfg = _cfg(["ARCH_OPTIM.UNUSED_GRADS", "zero"])
+    t_model, p_model = TorchNet(), PaddleNet()
+    assert topt.build_optimizer(cfg, tlayout.trainable_named_parameters(t_model), node="ARCH_OPTIM").unused_grads == "zero"
+    assert popt.build_optimizer(cfg, playout.trainable_named_parameters(p_model), model=p_model,
+                                node="ARCH_OPTIM").unused_grads == "zero"
+    assert topt.build_optimizer(cfg, tlayout.trainable_named_parameters(t_model)).unused_grads == "skip"
+    assert topt.build_optimizer(cfg, tlayout.trainable_named_parameters(t_model), node="ARCH_OPTIM",
+                                unused_grads="skip").unused_grads == "skip"

@@ -230,7 +230,7 @@ def _load_inputs(cfg, inputs: List[str]):
     (float or integer) ``(N, DATA.CHANNELS, DATA.IMAGE_SIZE, DATA.IMAGE_SIZE)`` array, N >= 1, every value finite.
     Image files are decoded, resized and centre-cropped to DATA.IMAGE_SIZE like the validation split.
     """
-    from common.data.datasets import one_line
+    from common.errors import one_line
 
     for path in inputs:
         if not os.path.exists(path):

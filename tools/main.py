@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from common.errors import one_line  # noqa: E402
 from tools import commands  # noqa: E402  (needs ROOT on sys.path)
 
 DESCRIPTIONS = {
@@ -82,15 +83,6 @@ def main(argv=None) -> int:
         where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
         print(f"error: {exc.strerror or exc}" + (f": {where}" if where else ""), file=sys.stderr)
         return 2
-
-
-def one_line(message: str) -> str:
-    """A multi-line message as one line: lines joined by '; ' (by a space after a line ending in ':')."""
-    out = ""
-    for line in (part.strip() for part in message.splitlines()):
-        if line:
-            out += ("" if not out else " " if out.endswith(":") else "; ") + line
-    return out
 
 
 if __name__ == "__main__":

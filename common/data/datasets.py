@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from common.data.safe_pickle import safe_load
+from common.errors import one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -41,11 +42,6 @@ class DataError(ValueError):
 
 class DatasetNotFoundError(DataError, FileNotFoundError):
     """The dataset root (or a file it must hold) does not exist."""
-
-
-def one_line(text: str) -> str:
-    """``text`` with its line breaks and runs of blanks collapsed: user errors are printed as one line."""
-    return " ".join(str(text).split())
 
 
 def _missing_root_message(path: str, what: str) -> str:

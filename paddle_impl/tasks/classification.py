@@ -43,8 +43,7 @@ class Task(Classification):
         self.ema = None
         self.optimizers = {}
         if not for_eval:
-            self.optimizer = optim.build_optimizer(cfg, layout.trainable_named_parameters(model), model=model,
-                                                   unused_grads=cfg.OPTIM.UNUSED_GRADS)
+            self.optimizer = optim.build_optimizer(cfg, layout.trainable_named_parameters(model), model=model)
             self.optimizers = {"weights": self.optimizer}
             if self.keeps_ema:
                 self.ema = optim.ModelEma(model, cfg.TRAIN.EMA_DECAY)
