@@ -137,29 +137,20 @@ def _values(state) -> int:
     return sum(int(np.prod(np.shape(a))) for a in state.values())
 
 
-def _optimizers(ckpt: Checkpoint) -> Dict[str, Any]:
-    found = getattr(ckpt, "optimizers", None)
-    if found is None:
-        opt = getattr(ckpt, "optimizer", None)
-        found = {"weights": opt} if opt is not None else {}
-    return dict(found)
-
-
 def _not_written(ckpt: Checkpoint, ema: bool, meta_keys=()) -> List[str]:
     """What a weights-only file leaves out of ``ckpt``: EMA (unless ``ema``), optimizer, RNG, task state, metadata
     (except ``meta_keys``, which the file carries)."""
     out = []
     if ckpt.ema and not ema:
         out.append(f"EMA ({len(ckpt.ema):,} tensors)")
-    for key, opt in sorted(_optimizers(ckpt).items()):
+    for key, opt in sorted(ckpt.optimizers.items()):
         slots = sum(len(per) for per in opt.slots.values())
         out.append(f"optimizer state '{key}' ({opt.name}, step {opt.step}, {slots:,} slot tensors)")
     if ckpt.rng or ckpt.rng_arrays:
         parts = sorted(map(str, ckpt.rng or {})) + ([f"{len(ckpt.rng_arrays)} arrays"] if ckpt.rng_arrays else [])
         out.append(f"RNG state ({', '.join(parts)})")
-    extra = getattr(ckpt, "extra", None)
-    if extra:
-        out.append(f"task state ({', '.join(sorted(map(str, extra)))})")
+    if ckpt.extra:
+        out.append(f"task state ({', '.join(sorted(map(str, ckpt.extra)))})")
     meta = sorted(str(k) for k in ckpt.meta if k not in meta_keys)
     if meta:
         out.append(f"metadata ({', '.join(meta)})")
