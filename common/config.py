@@ -365,6 +365,14 @@ def validate(cfg: CN, source: str) -> None:
             (f"{node}.BETAS", lambda v: len(v) == 2 and all(unit_open(x) for x in v), "must be two values in [0, 1)"),
             (f"{node}.GRAD_CLIP", nonneg, "must be >= 0 (0 = off)"),
         ]
+    from common.optim_reference import parse_lr_groups
+
+    for node in [k for k in cfg.keys() if k == "OPTIM" or k.endswith("_OPTIM")]:
+        if "LR_GROUPS" in cfg[node]:  # the rules' form now; whether each one matches a parameter, when built
+            try:
+                parse_lr_groups(cfg[node].LR_GROUPS, f"{node}.LR_GROUPS")
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
     for key, ok, why in checks:
         try:
             value = _get(cfg, key)

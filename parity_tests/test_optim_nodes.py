@@ -330,7 +330,12 @@ def test_bad_lr_groups_are_config_errors_naming_the_key(rules, match):
 def test_lr_groups_from_yaml_must_be_strings(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("OPTIM:\n  LR_GROUPS: [{'^head_a': 10}]\n", encoding="utf-8")
-    cfg = load_config(str(path))  # the type of a list item is not checked by the merge; the optimizer checks it
+    # the rules' form is checked when the config loads, naming the file (before any work) ...
+    with pytest.raises(ConfigError, match=r"bad\.yaml: OPTIM\.LR_GROUPS\[0\] .*must be a \"regex=scale\" string"):
+        load_config(str(path))
+    # ... and again by every builder, for a config that skipped validation
+    cfg = get_default_config()
+    merge_overrides(cfg, ["OPTIM.LR_GROUPS", "[{'^head_a': 10}]"])
     for build in _all_builders(cfg, "OPTIM"):
         with pytest.raises(ConfigError, match=r"OPTIM\.LR_GROUPS\[0\] .*must be a \"regex=scale\" string"):
             build()

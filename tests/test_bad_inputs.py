@@ -418,6 +418,8 @@ CASES: List[Case] = [
     Case("backend-torch-missing", train(), ["--backend torch", "not installed"], missing_module("torch")),
     Case("backend-paddle-missing", train(backend="paddle"), ["--backend paddle", "not installed"],
          missing_module("paddle")),
+    Case("optim-lr-groups-bad-scale", train("ARCH_OPTIM.LR_GROUPS", "['^alphas=abc']"),
+         ["ARCH_OPTIM.LR_GROUPS[0]", "'abc' is not a number"]),
     # ---- resume checkpoints
     Case("resume-missing", train("RESUME", "{t}/none.safetensors"), ["RESUME = ", "{t}/none.safetensors",
                                                                      "no such checkpoint"]),
