@@ -123,6 +123,11 @@ _C.SCHED.PER_STEP = False    # update the LR every step (True) or once per epoch
 _C.SCHED.COOLDOWN_EPOCHS = 0.0   # cosine: epochs held at MIN_LR after the decay
 _C.SCHED.MILESTONES = (30.0, 60.0, 90.0)  # multistep: epochs where the LR is multiplied by DECAY_RATE
 _C.SCHED.WARMUP_PREFIX = False   # True: the decay starts counting after the warmup (newer timm)
+# "linear": timm's warmup from WARMUP_LR; "staircase": the PC-DARTS scripts' LR * (e + 1) / WARMUP_EPOCHS at epoch e
+_C.SCHED.WARMUP_STYLE = "linear"
+# Epoch e uses the schedule's value at e + EPOCH_SHIFT.  1 reproduces the PC-DARTS scripts on PyTorch >= 1.1
+# (scheduler.step() at the top of the epoch: one epoch ahead, the last epoch at MIN_LR); 0 is the paper's schedule.
+_C.SCHED.EPOCH_SHIFT = 0
 
 _C.TRAIN = CN()
 _C.TRAIN.EPOCHS = 1
@@ -169,6 +174,16 @@ _C.PCDARTS.GENOTYPE = "PCDARTS"
 _C.PCDARTS.INIT_CHANNELS = 36    # C (upstream --init_channels): CIFAR 36, ImageNet 48
 _C.PCDARTS.LAYERS = 20           # cells (upstream --layers): CIFAR 20, ImageNet 14
 _C.PCDARTS.AUXILIARY = False     # the auxiliary head (training forward returns (logits, aux)); TRAIN.AUX_WEIGHT 0.4
+# The search (MODEL.NAME pcdarts_search: model_search.py; pcdarts_search_imagenet: three stride-2 stems):
+_C.PCDARTS.PARTIAL_K = 0         # 1/K of the channels go through each mixed op (0 = upstream's: CIFAR 4, ImageNet 2)
+_C.PCDARTS.UNROLLED = False      # second-order architecture gradient (one unrolled weight step); False = first order
+# The second-order Hessian-vector product: "finite_difference" (upstream, in the run's dtype; ill-conditioned in
+# float32) or "finite_difference_float64" (the same two gradients evaluated by a float64 copy of the network).
+_C.PCDARTS.HVP = "finite_difference"
+_C.PCDARTS.HVP_R = 0.01          # the finite-difference step is HVP_R / ||v||
+_C.PCDARTS.ARCH_START_EPOCH = 15  # architecture updates from this epoch on (0-based; upstream CIFAR 15, ImageNet 35)
+_C.PCDARTS.TRAIN_PORTION = 0.5   # the first half of the training set trains the weights, the rest the architecture
+_C.PCDARTS.PLOT_CELLS = True     # a PNG of both cells after every search epoch (graphviz when installed, else matplotlib)
 
 _C.PARITY = CN()
 _C.PARITY.BACKENDS = ("torch", "paddle")
@@ -205,6 +220,8 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "OPTIM.UNUSED_GRADS": ("skip", "zero"),
     "ARCH_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "ARCH_OPTIM.UNUSED_GRADS": ("skip", "zero"),
+    "PCDARTS.HVP": ("finite_difference", "finite_difference_float64"),
+    "SCHED.WARMUP_STYLE": ("linear", "staircase"),
 }
 
 
@@ -313,6 +330,12 @@ def validate(cfg: CN, source: str) -> None:
         ("MODEL.DROPOUT", unit_open, "must be in [0, 1)"),
         ("MODEL.DROP_PATH", unit_open, "must be in [0, 1)"),
         ("TRAIN.EPOCHS", lambda v: v >= 0, "must be >= 0"),
+        ("PCDARTS.PARTIAL_K", lambda v: v >= 0, "must be >= 0 (0 = upstream's: 4 for CIFAR, 2 for ImageNet)"),
+        ("PCDARTS.HVP_R", positive, "must be > 0 (the finite-difference step is HVP_R / ||v||)"),
+        ("PCDARTS.ARCH_START_EPOCH", lambda v: v >= 0, "must be >= 0 (the first epoch with architecture steps)"),
+        ("PCDARTS.TRAIN_PORTION", lambda v: finite(v) and 0.0 < v < 1.0,
+         "must be in (0, 1) (the share of the training set that trains the weights)"),
+        ("SCHED.EPOCH_SHIFT", lambda v: v >= 0, "must be >= 0 (epochs the schedule runs ahead)"),
         ("TRAIN.EMA_DECAY", unit_open, "must be in [0, 1)"),
         ("TRAIN.LABEL_SMOOTHING", unit_open, "must be in [0, 1)"),
         ("TRAIN.AUX_WEIGHT", nonneg, "must be >= 0"),

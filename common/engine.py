@@ -259,6 +259,7 @@ class Loop:
         if missing:
             raise TrainingError(f"task {task.kind!r} needs LR schedules for optimizers {missing}")
         self.cfg, self.backend, self.task, self.run_dir = cfg, backend, task, run_dir
+        task.run_dir = run_dir
         self.streams = {name: streams[name] for name in task.streams}
         self.schedules = dict(schedules)
         self.val_loader = val_loader
@@ -371,6 +372,8 @@ class Loop:
         row.update({"images_per_s": seen / elapsed, "epoch_seconds": elapsed})
         extra = task.epoch_end(epoch)
         row.update({k: v for k, v in extra.items() if k in self.fields})
+        for line in extra.get("_log", ()):
+            self.logger.info(line)
         bad = task.nonfinite_weights()
         if bad:
             raise TrainingError(f"non-finite weights after epoch {epoch + 1} ({len(bad)} tensors, first {bad[0]}): "
@@ -458,7 +461,8 @@ class Loop:
             shown = [f"{k} {_num(row[f'{variant}_{k}'])}" for k in self.task.eval_stats if f"{variant}_{k}" in row]
             if shown:
                 parts.append(f"{variant.replace('_', ' ')}: " + " ".join(shown))
-        parts += [f"{k} {_num(row[k])}" for k in self.task.extra_fields() if k in row]
+        parts += [f"{k.replace('_', ' ')} {_num(row[k])}" for k in self.task.extra_fields()
+                  if k in row and not k.startswith("train_")]
         parts.append(f"{row['images_per_s']:.0f} img/s")
         return " | ".join(parts) + ("  *best*" if row.get("_best") else "")
 
@@ -508,6 +512,29 @@ def label_offset_of(spec_module, spec) -> int:
     return int(spec_module.label_offset(spec)) if spec is not None and hasattr(spec_module, "label_offset") else 0
 
 
+def build_streams(cfg, task: TaskBase, datasets, rank: int = 0, world_size: int = 1):
+    """``(streams, val_loader)`` for ``task``.  One ``train`` stream: the train split, evaluated on the val split.
+    A task with a ``search`` stream (a differentiable search): the train split cut by ``task.train_portion``
+    (:func:`common.data.build.split_for_search`) into the weights' ``train`` stream and the architecture's ``search``
+    stream, both with training augmentation (as upstream), evaluated on the search part without augmentation."""
+    from common.data.build import build_loader, split_for_search
+
+    train_set = datasets[0]
+    if "search" not in task.streams:
+        streams = {"train": build_loader(cfg, "train", rank=rank, world_size=world_size, dataset=train_set)}
+        return streams, build_loader(cfg, "val", rank=rank, world_size=world_size, dataset=datasets[1])
+    weights_part, arch_part = split_for_search(train_set, task.train_portion, cfg.SEED)
+    streams = {"train": build_loader(cfg, "train", rank=rank, world_size=world_size, dataset=weights_part),
+               "search": build_loader(cfg, "train", rank=rank, world_size=world_size, dataset=arch_part,
+                                      seed=stream_seed(cfg.SEED, "search"))}
+    return streams, build_loader(cfg, "val", rank=rank, world_size=world_size, dataset=arch_part)
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """The shuffling / augmentation seed of a second data stream (independent of the first stream's)."""
+    return int(np.random.SeedSequence([int(seed), *name.encode()]).generate_state(1)[0])
+
+
 def build_schedules(cfg, task: TaskBase) -> Dict[str, Any]:
     """One LR schedule per optimizer: ``SCHED.*`` for the weights, a constant ``<NODE>.LR`` for the others."""
     from common.schedules import ConstantSchedule, build_schedule
@@ -521,8 +548,8 @@ def build_schedules(cfg, task: TaskBase) -> Dict[str, Any]:
 def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None, initial: Optional[Checkpoint] = None,
           rank: int = 0, world_size: int = 1, hooks: Iterable[Hook] = (), kind: str = "classification",
           model=None) -> int:
-    """``tools/main.py train``: the family's network trained by the task ``kind`` (``common/families.py``) on the
-    train split, evaluated on the val split.  ``initial`` = MODEL.WEIGHTS already read (any format) by the
+    """``tools/main.py train`` and ``search``: the family's network trained by the task ``kind``
+    (``common/families.py``) on the streams :func:`build_streams` makes for it.  ``initial`` = MODEL.WEIGHTS already read (any format) by the
     caller; otherwise the spec's numpy initialisation.  ``model``: already built with its initial weights."""
     from common.data.build import build_loader
 
@@ -541,13 +568,15 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None, initial:
 
     task = backend.make_task(kind, model, cfg, spec)
     offset = label_offset_of(spec_module, spec)
-    train_set, val_set = datasets if datasets is not None else check_data(cfg, label_offset=offset)
-    streams = {"train": build_loader(cfg, "train", epoch=0, rank=rank, world_size=world_size, dataset=train_set)}
-    val_loader = build_loader(cfg, "val", epoch=0, rank=rank, world_size=world_size, dataset=val_set)
+    if datasets is None:
+        datasets = check_data(cfg, splits=("train",) if "search" in task.streams else ("train", "val"),
+                              label_offset=offset)
+    streams, val_loader = build_streams(cfg, task, datasets, rank=rank, world_size=world_size)
     loop = Loop(cfg, backend, task, run_dir, streams, build_schedules(cfg, task), val_loader, label_offset=offset,
                 hooks=hooks, logger=logger)
-    logger.info(f"data: {len(streams['train'].dataset)} train / {len(val_loader.dataset)} val images, "
-                f"{loop.steps_per_epoch} steps per epoch" + (f", labels shifted by {offset}" if offset else ""))
+    sizes = " / ".join(f"{len(loader.dataset)} {name}" for name, loader in streams.items())
+    logger.info(f"data: {sizes} / {len(val_loader.dataset)} val images, {loop.steps_per_epoch} steps per epoch"
+                + (f", labels shifted by {offset}" if offset else ""))
     loop.run()
     return 0
 

@@ -76,7 +76,9 @@ REGISTRY: Tuple[Family, ...] = (
            importers=(Importer("tf", "weights_tools.convert:import_tf",
                                "a TensorFlow checkpoint prefix (PNASNet-5 official layout); needs tensorflow"),),
            recognise="recognition_candidates"),
-    Family("pcdarts", "PC-DARTS search and evaluation networks", "common.specs.pcdarts", tasks=_CLASSIFICATION,
+    Family("pcdarts", "PC-DARTS search and evaluation networks", "common.specs.pcdarts",
+           tasks=(("train", "classification"), ("test", "classification"), ("infer", "classification"),
+                  ("search", "pcdarts_search")),
            bench="bench.pcdarts", recognise="recognition_candidates"),
     Family("nasbench_mr", "NAS-Bench-MR multi-resolution networks and NCP", "common.specs.nasbench_mr"),
 )

@@ -144,7 +144,8 @@ class Schedule:
     name = "schedule"
 
     def __init__(self, lr: float, warmup_epochs: float = 0.0, warmup_lr: float = 0.0, per_step: bool = False,
-                 warmup_prefix: bool = False, total_epochs: Optional[float] = None):
+                 warmup_prefix: bool = False, total_epochs: Optional[float] = None, warmup_style: str = "linear",
+                 epoch_shift: float = 0.0):
         if lr < 0:
             raise ValueError(f"{self.name} schedule: lr = {lr!r} must be >= 0")
         if warmup_epochs < 0:
@@ -155,6 +156,12 @@ class Schedule:
         self.per_step = bool(per_step)
         self.warmup_prefix = bool(warmup_prefix)
         self.total_epochs = total_epochs
+        if warmup_style not in ("linear", "staircase"):
+            raise ValueError(f"SCHED.WARMUP_STYLE = {warmup_style!r} is not one of ['linear', 'staircase']")
+        self.warmup_style = warmup_style
+        if epoch_shift < 0:
+            raise ValueError(f"SCHED.EPOCH_SHIFT = {epoch_shift!r} must be >= 0")
+        self.epoch_shift = float(epoch_shift)
 
     # The main schedule at epoch t (no warmup); every subclass defines it.
     def main(self, t: float) -> float:
@@ -164,7 +171,10 @@ class Schedule:
         t = float(epoch)
         if t < 0:
             raise ValueError(f"{self.name} schedule: epoch = {epoch!r} must be >= 0")
+        t += self.epoch_shift
         if self.warmup_epochs > 0 and t < self.warmup_epochs:
+            if self.warmup_style == "staircase":  # the PC-DARTS scripts: lr * (e + 1) / warmup at epoch e
+                return self.base_lr * (math.floor(t) + 1) / self.warmup_epochs
             return warmup_lr(t, self.base_lr, self.warmup_epochs, self.warmup_lr)
         if self.warmup_prefix:
             t -= self.warmup_epochs
@@ -287,7 +297,9 @@ def build_schedule(cfg: Any) -> Schedule:
     """The schedule of a config: ``OPTIM.LR`` and ``SCHED.*`` (``TRAIN.EPOCHS`` for cosine / linear).
 
     SCHED.NAME       constant | step | cosine | linear (| multistep when SCHED.MILESTONES exists)
-    SCHED.WARMUP_EPOCHS, SCHED.WARMUP_LR   timm linear warmup
+    SCHED.WARMUP_EPOCHS, SCHED.WARMUP_LR   timm linear warmup (SCHED.WARMUP_STYLE staircase: the PC-DARTS
+                     scripts' LR * (e + 1) / WARMUP_EPOCHS at epoch e)
+    SCHED.EPOCH_SHIFT  epoch e uses the schedule at e + shift (1: the PC-DARTS scripts on PyTorch >= 1.1)
     SCHED.DECAY_EPOCHS, SCHED.DECAY_RATE   step decay period and factor (multistep: factor)
     SCHED.MIN_LR     cosine / linear floor
     SCHED.PER_STEP   sample the schedule at fractional epochs (see the module docstring)
@@ -304,6 +316,8 @@ def build_schedule(cfg: Any) -> Schedule:
         warmup_lr=float(sched["WARMUP_LR"]),
         per_step=bool(sched["PER_STEP"]),
         warmup_prefix=bool(_cfg_get(sched, "WARMUP_PREFIX", False)),
+        warmup_style=str(_cfg_get(sched, "WARMUP_STYLE", "linear")),
+        epoch_shift=float(_cfg_get(sched, "EPOCH_SHIFT", 0)),
     )
     if name == "constant":
         return ConstantSchedule(lr, **common)
@@ -326,5 +340,6 @@ def build_schedule(cfg: Any) -> Schedule:
     if name == "pcdarts_linear":
         if epochs <= 0:
             raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
-        return PCDartsLinearSchedule(lr, epochs, warmup_epochs=common["warmup_epochs"], per_step=False)
+        return PCDartsLinearSchedule(lr, epochs, warmup_epochs=common["warmup_epochs"], per_step=False,
+                                     epoch_shift=common["epoch_shift"])
     raise ValueError(f"SCHED.NAME = {name!r} is not one of {list(SCHEDULE_NAMES)}")

@@ -50,15 +50,23 @@ def load_backend(name: str, cfg=None, dtype: Optional[str] = None):
         raise UserError(str(exc)) from None
 
 
-def spec_for(cfg):
+def spec_for(cfg, command: str = ""):
+    """``(spec module, spec)`` of the config; with ``command``, the spec must be one that command runs (the spec
+    module's optional ``commands_for(spec)``: a search network is for ``search``, an evaluation network for
+    ``train``)."""
     try:
         module = families.spec_module(cfg.MODEL.FAMILY)
     except families.FamilyNotAvailable as exc:
         raise UserError(str(exc)) from None
     try:
-        return module, module.spec_from_config(cfg)
+        spec = module.spec_from_config(cfg)
     except (ValueError, KeyError) as exc:
         raise UserError(f"{cfg.MODEL.FAMILY}: {exc}") from None
+    allowed = module.commands_for(spec) if command and hasattr(module, "commands_for") else None
+    if allowed is not None and command not in allowed:
+        raise UserError(f"{command}: MODEL.NAME {cfg.MODEL.NAME!r} is for {' / '.join(allowed)}, not {command} "
+                        + module.command_hint(spec, command))
+    return module, spec
 
 
 def run_dir_for(args, cfg) -> str:
@@ -292,15 +300,25 @@ def _load_inputs(cfg, inputs: List[str]):
 
 # ------------------------------------------------------------------------------------------ train/test/search
 def run_train(args) -> int:
+    return _run_task(args, "train")
+
+
+def _run_task(args, command: str) -> int:
+    """``train`` and ``search``: the same run (one loop) with the task the family registers for ``command``."""
     cfg = load_cfg(args)
     engine = _need("common.engine", "training")
-    module, spec = spec_for(cfg)
+    module, spec = spec_for(cfg, command)
+    kind = families.task_kind(cfg.MODEL.FAMILY, command)
+    if kind is None:
+        raise UserError(
+            f"{command}: MODEL.FAMILY {cfg.MODEL.FAMILY!r} has no architecture search in this version "
+            "(PC-DARTS has one; the Cream supernet and NCP searches are planned); `train` retrains a given architecture")
     run_dir = args.output or cfg.OUTPUT_DIR or engine.default_run_dir(run_dir_for(args, cfg), cfg.RESUME)
-    kind = families.task_kind(cfg.MODEL.FAMILY, "train")
     try:  # everything is checked before the run folder is touched
         engine.check_run_dir(run_dir, cfg.RESUME)
         engine.resume_path(cfg, run_dir, kind)
-        datasets = engine.check_data(cfg, label_offset=engine.label_offset_of(module, spec))
+        splits = ("train",) if command == "search" else ("train", "val")
+        datasets = engine.check_data(cfg, splits=splits, label_offset=engine.label_offset_of(module, spec))
         from common.schedules import build_schedule
 
         build_schedule(cfg)
@@ -345,16 +363,8 @@ def run_test(args) -> int:
 
 
 def run_search(args) -> int:
-    cfg = load_cfg(args)
-    spec_for(cfg)  # the family exists and its config is valid
-    kind = families.task_kind(cfg.MODEL.FAMILY, "search")
-    if kind is None:
-        raise UserError(
-            f"search: MODEL.FAMILY {cfg.MODEL.FAMILY!r} has no architecture search in this version "
-            "(the Cream supernet, PC-DARTS and NCP searches are planned); `train` retrains a given architecture"
-        )
-    raise UserError(f"search: task {kind!r} of MODEL.FAMILY {cfg.MODEL.FAMILY!r} is registered but has no entry "
-                    "in tools/commands.py yet")
+    """``search``: the family's architecture search (PC-DARTS today) in the same loop as ``train``."""
+    return _run_task(args, "search")
 
 
 # ------------------------------------------------------------------------------------------ convert / parity / bench

@@ -175,10 +175,24 @@ def eval_preprocess(cfg, path: str) -> np.ndarray:
     return build_transform(cfg, "val")(image, np.random.default_rng(0))
 
 
-def build_loader(cfg, split: str, epoch: int = 0, rank: int = 0, world_size: int = 1, dataset=None) -> Loader:
+def split_for_search(dataset, portion: float, seed: int):
+    """``(weights part, architecture part)`` of a training set for a differentiable search: a permutation seeded by
+    ``seed``, its first ``floor(portion * N)`` samples train the weights, the rest the architecture (each part in
+    dataset order).  Upstream PC-DARTS cuts CIFAR in dataset order; the permutation keeps both parts class-balanced
+    on any dataset (an ImageFolder is sorted by class)."""
+    n = len(dataset)
+    cut = int(np.floor(float(portion) * n))
+    if not 0 < cut < n:
+        raise ds.DataError(f"PCDARTS.TRAIN_PORTION = {portion!r} of {n} training samples leaves a part empty")
+    order = np.random.Generator(np.random.PCG64(_split_seed(seed, "train", purpose=3))).permutation(n)
+    return ds.Subset(dataset, np.sort(order[:cut])), ds.Subset(dataset, np.sort(order[cut:]))
+
+
+def build_loader(cfg, split: str, epoch: int = 0, rank: int = 0, world_size: int = 1, dataset=None,
+                 seed: Optional[int] = None) -> Loader:
     """A :class:`Loader` over ``build_dataset(cfg, split)`` (or ``dataset``) with ``build_transform(cfg, split)``.
 
-    Train: shuffled with ``cfg.SEED``, DATA.BATCH_SIZE, DATA.DROP_LAST.  Val: dataset order,
+    Train: shuffled with ``cfg.SEED`` (or ``seed``), DATA.BATCH_SIZE, DATA.DROP_LAST.  Val: dataset order,
     DATA.EVAL_BATCH_SIZE (0 -> BATCH_SIZE), every sample kept.  Both use DATA.WORKERS processes.
     """
     _check_split(split)
@@ -189,7 +203,7 @@ def build_loader(cfg, split: str, epoch: int = 0, rank: int = 0, world_size: int
         build_transform(cfg, split),
         batch_size=data.BATCH_SIZE if train or data.EVAL_BATCH_SIZE <= 0 else data.EVAL_BATCH_SIZE,
         shuffle=train,
-        seed=cfg.SEED,
+        seed=cfg.SEED if seed is None else int(seed),
         epoch=epoch,
         drop_last=bool(data.DROP_LAST) if train else False,
         workers=data.WORKERS,

@@ -40,6 +40,9 @@ __all__ = [
     "network_spec", "cell_plan", "reduction_indices", "aux_cell_index", "op_padding", "expected_state_shapes",
     "param_kinds", "count_params", "count_macs", "init_state", "INIT_RULE", "spec_from_config", "describe",
     "recognition_candidates", "drop_prob_at", "STEM_MULTIPLIER", "AUX_CHANNELS", "PUBLISHED",
+    "SEARCH_NAMES", "ARCH_NAMES", "SearchNetSpec", "SearchCellSpec", "search_spec", "search_cell_plan", "node_slices",
+    "upstream_search_keys", "is_arch_name", "edge_weights", "derive_genotype", "arch_summary", "init_search_state",
+    "count_search_params", "search_spec_from_config", "describe_search", "DEFAULT_PARTIAL_K",
 ]
 
 # --------------------------------------------------------------------------------------------------------------
@@ -621,8 +624,9 @@ def expected_state_shapes(spec: PCDartsNetSpec) -> Dict[str, Shape]:
     reduction), ``cells.{i}.preprocess1.op.{1,2}``, ``cells.{i}._ops.{k}`` (SepConv ``op.{1,2,3,5,6,7}``, DilConv
     ``op.{1,2,3}``, stride-2 skip ``conv_1 conv_2 bn``; pools and identity hold nothing); the aux head
     ``auxiliary_head.features.{2,3,5,6}`` (ImageNet: ``{2,3,5}``) and ``auxiliary_head.classifier``; ``classifier``.
-    BN entries are ``weight, bias, running_mean, running_var`` (no ``num_batches_tracked``, as every family)."""
-    return {name: row[1] for name, row in _state_rows(spec).items()}
+    BN entries are ``weight, bias, running_mean, running_var`` (no ``num_batches_tracked``, as every family).
+    A :class:`SearchNetSpec`: upstream ``model_search.py`` names plus the architecture parameters."""
+    return {name: row[1] for name, row in _rows(spec).items()}
 
 
 def param_kinds(spec: PCDartsNetSpec) -> Dict[str, "object"]:
@@ -631,7 +635,11 @@ def param_kinds(spec: PCDartsNetSpec) -> Dict[str, "object"]:
     from common import init as I
 
     return {name: I.ParamSpec(kind, shape, groups, wshape)
-            for name, (kind, shape, groups, wshape) in _state_rows(spec).items()}
+            for name, (kind, shape, groups, wshape) in _rows(spec).items() if kind != "arch"}
+
+
+def _rows(spec) -> Dict[str, _Row]:
+    return _search_state_rows(spec) if isinstance(spec, SearchNetSpec) else _state_rows(spec)
 
 
 def _numel(shape: Shape) -> int:
@@ -721,6 +729,8 @@ def init_state(spec: PCDartsNetSpec, rng, dtype=None) -> Dict[str, "object"]:
 
     from common import init as I
 
+    if isinstance(spec, SearchNetSpec):
+        return init_search_state(spec, rng, dtype)
     return I.init_state(param_kinds(spec), INIT_RULE, rng, dtype=np.float32 if dtype is None else dtype)
 
 
@@ -739,11 +749,15 @@ def spec_from_config(cfg) -> PCDartsNetSpec:
     224); ``PCDARTS.GENOTYPE`` (:func:`genotype_from_config`), ``PCDARTS.INIT_CHANNELS`` (C), ``PCDARTS.LAYERS``,
     ``PCDARTS.AUXILIARY``; ``MODEL.NUM_CLASSES``, ``MODEL.DROP_PATH`` (the drop-path probability the epoch ramp
     reaches), ``MODEL.DROPOUT`` (must be 0: these networks have no dropout), ``DATA.IMAGE_SIZE``, ``DATA.CHANNELS``.
+    ``MODEL.NAME`` ``pcdarts_search`` / ``pcdarts_search_imagenet``: the search network
+    (:func:`search_spec_from_config`: ``PCDARTS.INIT_CHANNELS``, ``LAYERS``, ``PARTIAL_K``).
     Errors are ``ValueError`` naming the key and the value."""
     raw = str(cfg.MODEL.NAME).strip()
+    if raw in SEARCH_NAMES:
+        return search_spec_from_config(cfg)
     if raw not in NET_NAMES:
-        raise ValueError(f"MODEL.NAME = {raw!r} is not a PC-DARTS evaluation network; expected one of "
-                         f"{', '.join(NET_NAMES)}")
+        raise ValueError(f"MODEL.NAME = {raw!r} is not a PC-DARTS network; expected one of "
+                         f"{', '.join([*NET_NAMES, *SEARCH_NAMES])}")
     keys = model_keys(cfg, drop_path_note="the drop-path probability of the cells' ops (upstream CIFAR 0.3)")
     if keys.dropout:
         raise ValueError(f"MODEL.DROPOUT = {keys.dropout!r}: PC-DARTS evaluation networks have no dropout layer; "
@@ -758,6 +772,8 @@ def spec_from_config(cfg) -> PCDartsNetSpec:
 
 def describe(spec: PCDartsNetSpec) -> Dict[str, object]:
     """The genotype, the cells (reduction flags, channels, map sizes) and the headline numbers (JSON-able)."""
+    if isinstance(spec, SearchNetSpec):
+        return describe_search(spec)
     cells = cell_plan(spec)
     out: Dict[str, object] = {
         "name": spec.name,
@@ -820,3 +836,356 @@ def recognition_candidates(tensors: Mapping[str, object]) -> List[Tuple[str, Dic
                     label = f"pcdarts_{kind} {gname} C{C} L{layers}" + (" +aux" if aux else "")
                     out.append((label, expected_state_shapes(spec)))
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The search network (upstream model_search.py / model_search_imagenet.py) and deriving a genotype
+# --------------------------------------------------------------------------------------------------------------
+
+SEARCH_NAMES = {"pcdarts_search": "cifar", "pcdarts_search_imagenet": "imagenet"}
+SEARCH_STEPS = 4          # intermediate nodes per cell
+SEARCH_MULTIPLIER = 4     # the last 4 states are concatenated
+SEARCH_STEM_MULTIPLIER = 3
+#: partial-channel K by search network: 1/K of the channels go through the mixed op (CIFAR 4, ImageNet 2)
+DEFAULT_PARTIAL_K = {"cifar": 4, "imagenet": 2}
+#: the architecture parameters, in upstream's ``arch_parameters()`` order (and the order they are drawn in)
+ARCH_NAMES = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
+ARCH_INIT_SCALE = 1e-3    # upstream: 1e-3 * randn
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchNetSpec:
+    """The PC-DARTS search network: ``layers`` cells of ``steps`` nodes, every edge a partial-channel mixed op over
+    :data:`PRIMITIVES` (``1/k`` of the channels, the rest bypassed and channel-shuffled), the edge normalisation
+    by betas.  ``kind='cifar'``: 3x3 stem to ``3C`` (``model_search.py``); ``'imagenet'``: three stride-2 stems
+    (``model_search_imagenet.py``)."""
+
+    kind: str
+    C: int
+    layers: int
+    num_classes: int
+    k: int
+    image_size: int = 32
+    in_channels: int = 3
+    steps: int = SEARCH_STEPS
+    multiplier: int = SEARCH_MULTIPLIER
+
+    @property
+    def name(self) -> str:
+        return "pcdarts_search" if self.kind == "cifar" else "pcdarts_search_imagenet"
+
+    @property
+    def num_edges(self) -> int:
+        """Mixed ops per cell: node i has 2 + i incoming edges (4 nodes: 2 + 3 + 4 + 5 = 14)."""
+        return sum(2 + i for i in range(self.steps))
+
+    @property
+    def arch_shapes(self) -> Dict[str, Shape]:
+        edges, ops = self.num_edges, len(PRIMITIVES)
+        return {"alphas_normal": (edges, ops), "alphas_reduce": (edges, ops),
+                "betas_normal": (edges,), "betas_reduce": (edges,)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchCellSpec:
+    index: int
+    reduction: bool
+    reduction_prev: bool
+    C_prev_prev: int
+    C_prev: int
+    C: int
+    edges: Tuple[Tuple[int, int], ...]   # (input state, stride) of every mixed op, in upstream order
+    size_prev_prev: int
+    size_prev: int
+    multiplier: int
+
+    @property
+    def C_out(self) -> int:
+        return self.multiplier * self.C
+
+    @property
+    def size(self) -> int:
+        return _half_up(self.size_prev) if self.reduction else self.size_prev
+
+
+def node_slices(steps: int = SEARCH_STEPS) -> Tuple[Tuple[int, int], ...]:
+    """``(start, end)`` rows of alpha / beta per intermediate node: ``((0, 2), (2, 5), (5, 9), (9, 14))``; the edge
+    normalisation is a softmax of beta over each slice."""
+    out, start = [], 0
+    for i in range(steps):
+        out.append((start, start + 2 + i))
+        start += 2 + i
+    return tuple(out)
+
+
+def search_cell_plan(spec: SearchNetSpec) -> Tuple[SearchCellSpec, ...]:
+    """Every search cell: reductions at ``layers//3`` and ``2*layers//3`` (channels double), preprocess0 a
+    FactorizedReduce after a reduction, stride 2 on the edges from the two inputs of a reduction cell."""
+    reductions = reduction_indices(spec.layers)
+    C_curr = SEARCH_STEM_MULTIPLIER * spec.C
+    C_prev_prev, C_prev, C_curr = C_curr, C_curr, spec.C
+    if spec.kind == "cifar":
+        reduction_prev = False
+        size_pp = size_p = spec.image_size
+    else:
+        reduction_prev = True
+        size_pp = _half_up(_half_up(spec.image_size))
+        size_p = _half_up(size_pp)
+    cells = []
+    for i in range(spec.layers):
+        reduction = i in reductions
+        if reduction:
+            C_curr *= 2
+        edges = tuple((j, 2 if reduction and j < 2 else 1) for node in range(spec.steps) for j in range(2 + node))
+        cell = SearchCellSpec(i, reduction, reduction_prev, C_prev_prev, C_prev, C_curr, edges, size_pp, size_p,
+                              spec.multiplier)
+        cells.append(cell)
+        reduction_prev = reduction
+        C_prev_prev, C_prev = C_prev, cell.C_out
+        size_pp, size_p = size_p, cell.size
+    return tuple(cells)
+
+
+def search_spec(kind: str, C: int = 16, layers: int = 8, num_classes: int = 10, k: Optional[int] = None,
+                image_size: Optional[int] = None, in_channels: int = 3) -> SearchNetSpec:
+    """A checked :class:`SearchNetSpec` (defaults: upstream ``train_search.py``; ImageNet: 224 px, K = 2)."""
+    if kind not in NET_KINDS:
+        raise ValueError(f"search network kind {kind!r}: expected one of {', '.join(NET_KINDS)}")
+    k = DEFAULT_PARTIAL_K[kind] if not k else int(k)
+    size = int(image_size if image_size is not None else (32 if kind == "cifar" else IMAGENET_SIZE))
+    spec = SearchNetSpec(kind, at_least(C, "PCDARTS.INIT_CHANNELS", 1), at_least(layers, "PCDARTS.LAYERS", 3),
+                         at_least(num_classes, "MODEL.NUM_CLASSES", 1), at_least(k, "PCDARTS.PARTIAL_K", 1),
+                         at_least(size, "DATA.IMAGE_SIZE", 4), at_least(in_channels, "DATA.CHANNELS", 1))
+    for cell in search_cell_plan(spec):
+        if cell.C % spec.k:
+            raise ValueError(f"PCDARTS.PARTIAL_K = {spec.k}: cell {cell.index} has {cell.C} channels, not divisible "
+                             f"by K (PCDARTS.INIT_CHANNELS = {spec.C} must be a multiple of K)")
+        if (cell.C // spec.k) % 2 and cell.reduction:
+            raise ValueError(f"PCDARTS.INIT_CHANNELS = {spec.C}, PCDARTS.PARTIAL_K = {spec.k}: the stride-2 "
+                             f"skip_connect (FactorizedReduce) of cell {cell.index} needs an even C/K, got "
+                             f"{cell.C // spec.k}")
+        odd = [(what, s) for what, s, need in (("preprocess0 (FactorizedReduce)", cell.size_prev_prev,
+                                                 cell.reduction_prev), ("the stride-2 edges", cell.size_prev,
+                                                                        cell.reduction)) if need and s % 2]
+        if odd:
+            what, s = odd[0]
+            raise ValueError(f"DATA.IMAGE_SIZE = {spec.image_size}: {what} of search cell {cell.index} meets a "
+                             f"{s}x{s} map; FactorizedReduce and the 2x2 max-pool bypass need even sizes "
+                             "(CIFAR: a multiple of 4; upstream: 32, or 224 with the ImageNet stems)")
+    return spec
+
+
+def _search_state_rows(spec: SearchNetSpec) -> Dict[str, _Row]:
+    """Upstream ``model_search.py`` names: ``stem.{0,1}`` (ImageNet: ``stem0.{0,1,3,4}``, ``stem1.{1,2}``),
+    ``cells.{i}.preprocess{0,1}``, ``cells.{i}._ops.{e}._ops.{p}`` (p = PRIMITIVES index: pools ``.1`` BN,
+    stride-2 skip a FactorizedReduce, convs ``op.*``), ``classifier``.  Every BN but the stems' is ``affine=False``
+    (running statistics only)."""
+    rows: Dict[str, _Row] = {}
+
+    def bn_stats(prefix: str, c: int) -> None:
+        for leaf in ("running_mean", "running_var"):
+            rows[f"{prefix}.{leaf}"] = (f"bn.{leaf}", (c,), 1, None)
+
+    def fact_reduce(prefix: str, c_in: int, c_out: int) -> None:
+        _conv(rows, f"{prefix}.conv_1", c_in, c_out // 2, 1)
+        _conv(rows, f"{prefix}.conv_2", c_in, c_out // 2, 1)
+        bn_stats(f"{prefix}.bn", c_out)
+
+    def relu_conv_bn(prefix: str, c_in: int, c_out: int) -> None:
+        _conv(rows, f"{prefix}.op.1", c_in, c_out, 1)
+        bn_stats(f"{prefix}.op.2", c_out)
+
+    c_stem = SEARCH_STEM_MULTIPLIER * spec.C
+    if spec.kind == "cifar":
+        _conv(rows, "stem.0", spec.in_channels, c_stem, 3)
+        _bn(rows, "stem.1", c_stem)
+    else:
+        _conv(rows, "stem0.0", spec.in_channels, c_stem // 2, 3)
+        _bn(rows, "stem0.1", c_stem // 2)
+        _conv(rows, "stem0.3", c_stem // 2, c_stem, 3)
+        _bn(rows, "stem0.4", c_stem)
+        _conv(rows, "stem1.1", c_stem, c_stem, 3)
+        _bn(rows, "stem1.2", c_stem)
+    for cell in search_cell_plan(spec):
+        p = f"cells.{cell.index}"
+        if cell.reduction_prev:
+            fact_reduce(f"{p}.preprocess0", cell.C_prev_prev, cell.C)
+        else:
+            relu_conv_bn(f"{p}.preprocess0", cell.C_prev_prev, cell.C)
+        relu_conv_bn(f"{p}.preprocess1", cell.C_prev, cell.C)
+        c = cell.C // spec.k
+        for e, (_, stride) in enumerate(cell.edges):
+            for o, op in enumerate(PRIMITIVES):
+                q = f"{p}._ops.{e}._ops.{o}"
+                if "pool" in op:
+                    bn_stats(f"{q}.1", c)
+                elif op == "skip_connect" and stride == 2:
+                    fact_reduce(q, c, c)
+                elif op.startswith("sep_conv"):
+                    kk = op_padding(op)[0]
+                    _conv(rows, f"{q}.op.1", c, c, kk, groups=c)
+                    _conv(rows, f"{q}.op.2", c, c, 1)
+                    bn_stats(f"{q}.op.3", c)
+                    _conv(rows, f"{q}.op.5", c, c, kk, groups=c)
+                    _conv(rows, f"{q}.op.6", c, c, 1)
+                    bn_stats(f"{q}.op.7", c)
+                elif op.startswith("dil_conv"):
+                    kk = op_padding(op)[0]
+                    _conv(rows, f"{q}.op.1", c, c, kk, groups=c)
+                    _conv(rows, f"{q}.op.2", c, c, 1)
+                    bn_stats(f"{q}.op.3", c)
+    _linear(rows, "classifier", search_cell_plan(spec)[-1].C_out, spec.num_classes)
+    for name, shape in spec.arch_shapes.items():
+        rows[name] = ("arch", shape, 1, None)
+    return rows
+
+
+def upstream_search_keys(spec: SearchNetSpec) -> Dict[str, Shape]:
+    """The keys and shapes of upstream's ``Network(...).state_dict()``: our names without the architecture
+    parameters (upstream keeps them out of the state dict) plus ``num_batches_tracked`` after every BN's
+    ``running_var`` (4,186 entries for C=16, 8 layers)."""
+    out: Dict[str, Shape] = {}
+    for name, (kind, shape, _, _) in _search_state_rows(spec).items():
+        if kind == "arch":
+            continue
+        out[name] = shape
+        if name.endswith(".running_var"):
+            out[name[: -len("running_var")] + "num_batches_tracked"] = ()
+    return out
+
+
+def is_arch_name(name: str) -> bool:
+    """An architecture parameter (alphas / betas), kept apart from the weights' optimizer."""
+    return name in ARCH_NAMES
+
+
+def _softmax(x, axis: int = -1):
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def edge_weights(betas, steps: int = SEARCH_STEPS):
+    """The edge normalisation: a softmax of ``betas`` over the incoming edges of each node (numpy, float64)."""
+    import numpy as np
+
+    betas = np.asarray(betas, dtype=np.float64)
+    return np.concatenate([_softmax(betas[a:b]) for a, b in node_slices(steps)])
+
+
+def _parse_cell(alphas, betas, steps: int) -> List[Edge]:
+    """Upstream ``genotype()._parse``: op weights ``softmax(alpha)`` scaled row-wise by the normalised betas; per
+    node the two incoming edges with the strongest non-``none`` weight (a stable sort: the lower index wins a tie),
+    strongest first, each with its best non-``none`` op (the first on a tie)."""
+    weights = _softmax(alphas) * edge_weights(betas, steps)[:, None]
+    none = PRIMITIVES.index("none")
+    candidates = [k for k in range(len(PRIMITIVES)) if k != none]
+    gene: List[Edge] = []
+    for i, (start, end) in enumerate(node_slices(steps)):
+        rows = weights[start:end]
+        strongest = sorted(range(i + 2), key=lambda j: -max(rows[j][k] for k in candidates))[:2]
+        for j in strongest:
+            best = max(candidates, key=lambda k: (rows[j][k], -k))  # highest weight; the first index on a tie
+            gene.append((PRIMITIVES[best], j))
+    return gene
+
+
+def derive_genotype(arch: Mapping[str, object], steps: int = SEARCH_STEPS,
+                    multiplier: int = SEARCH_MULTIPLIER) -> Genotype:
+    """The genotype the architecture parameters ``arch`` (``{alphas_normal, alphas_reduce, betas_normal,
+    betas_reduce}``, arrays from either backend) encode, by upstream's rule (research §1.7), in numpy."""
+    missing = [n for n in ARCH_NAMES if n not in arch]
+    if missing:
+        raise ValueError(f"derive_genotype: missing architecture parameters {missing}")
+    concat = tuple(range(2 + steps - multiplier, steps + 2))
+    return Genotype(normal=_parse_cell(arch["alphas_normal"], arch["betas_normal"], steps), normal_concat=concat,
+                    reduce=_parse_cell(arch["alphas_reduce"], arch["betas_reduce"], steps), reduce_concat=concat)
+
+
+def arch_summary(arch: Mapping[str, object], steps: int = SEARCH_STEPS) -> Dict[str, object]:
+    """JSON-able view of the architecture: the op softmax per edge, the normalised edge weights per cell type, and
+    the mean entropy of the op softmax (nats; ``log 8`` = uniform) that shows how decided the search is."""
+    import numpy as np
+
+    out: Dict[str, object] = {"primitives": list(PRIMITIVES)}
+    for cell in ("normal", "reduce"):
+        p = _softmax(arch[f"alphas_{cell}"])
+        out[f"alphas_{cell}_softmax"] = np.round(p, 6).tolist()
+        out[f"betas_{cell}_normalised"] = np.round(edge_weights(arch[f"betas_{cell}"], steps), 6).tolist()
+        out[f"entropy_{cell}"] = float(-(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1).mean())
+    return out
+
+
+def init_search_state(spec: SearchNetSpec, rng, dtype=None) -> Dict[str, "object"]:
+    """Initial weights (PyTorch's default initialisers, as upstream) and then the architecture parameters
+    ``1e-3 * N(0, 1)`` in upstream's order, all from ``rng``."""
+    import numpy as np
+
+    from common import init as I
+
+    dtype = np.float32 if dtype is None else dtype
+    rows = _search_state_rows(spec)
+    kinds = {n: I.ParamSpec(kind, shape, groups, wshape) for n, (kind, shape, groups, wshape) in rows.items()
+             if kind != "arch"}
+    state = I.init_state(kinds, INIT_RULE, rng, dtype=dtype)
+    for name in ARCH_NAMES:
+        state[name] = (ARCH_INIT_SCALE * rng.standard_normal(rows[name][1])).astype(dtype)
+    return state
+
+
+def count_search_params(spec: SearchNetSpec, include_arch: bool = False) -> int:
+    """Trainable weights (upstream ``count_parameters_in_MB``: 299,578 for C=16, 8 layers, 10 classes); the
+    architecture parameters (2 x 14 x 8 + 2 x 14 = 252) only with ``include_arch``."""
+    return sum(_numel(shape) for kind, shape, _, _ in _search_state_rows(spec).values()
+               if kind not in ("bn.running_mean", "bn.running_var") and (include_arch or kind != "arch"))
+
+
+def search_spec_from_config(cfg) -> SearchNetSpec:
+    raw = str(cfg.MODEL.NAME).strip()
+    keys = model_keys(cfg, min_image_size=None)
+    if keys.dropout or keys.drop_path:
+        raise ValueError("MODEL.DROPOUT and MODEL.DROP_PATH must be 0 for the PC-DARTS search network (it has "
+                         f"neither; got {keys.dropout!r} and {keys.drop_path!r})")
+    node = cfg.PCDARTS
+    return search_spec(SEARCH_NAMES[raw], node.INIT_CHANNELS, node.LAYERS, keys.num_classes,
+                       int(node.PARTIAL_K), keys.image_size, keys.channels)
+
+
+def describe_search(spec: SearchNetSpec) -> Dict[str, object]:
+    cells = search_cell_plan(spec)
+    return {
+        "name": spec.name,
+        "C": spec.C,
+        "layers": spec.layers,
+        "partial_channels_k": spec.k,
+        "steps": spec.steps,
+        "edges_per_cell": spec.num_edges,
+        "primitives": list(PRIMITIVES),
+        "reduction_cells": list(reduction_indices(spec.layers)),
+        "cells": [f"{c.index}: {'reduce' if c.reduction else 'normal'} C={c.C} (mixed ops on C/K={c.C // spec.k}) "
+                  f"in=({c.C_prev_prev}, {c.C_prev}) out={c.C_out} {c.size}x{c.size}"
+                  + (" preprocess0=FactorizedReduce" if c.reduction_prev else "") for c in cells],
+        "num_classes": spec.num_classes,
+        "image_size": spec.image_size,
+        "params": count_search_params(spec),
+        "arch_params": {name: list(shape) for name, shape in spec.arch_shapes.items()},
+        "upstream_state_dict_entries": len(upstream_search_keys(spec)),
+    }
+
+
+def commands_for(spec) -> Tuple[str, ...]:
+    """The commands a spec is for: the search network is searched (and can be tested), an evaluation network
+    trained."""
+    if isinstance(spec, SearchNetSpec):
+        return ("search", "test", "infer")
+    return ("train", "test", "infer")
+
+
+def command_hint(spec, command: str) -> str:
+    if isinstance(spec, SearchNetSpec):
+        return ("(it is the search network: `search` finds a genotype, then `train` a pcdarts_cifar / pcdarts_imagenet "
+                "network with PCDARTS.GENOTYPE <run>/genotype.json)")
+    return (f"(it is an evaluation network built from PCDARTS.GENOTYPE; the search runs MODEL.NAME "
+            f"{' or '.join(SEARCH_NAMES)})")

@@ -44,6 +44,9 @@ class TaskBase:
     eval_stats: Tuple[str, ...] = ("loss",)
     #: per-stat scale applied when the epoch means are reported (e.g. accuracy as a percentage)
     stat_scale: Mapping[str, float] = {}
+    #: a task with a ``search`` stream: the share of the train split in the ``train`` stream (the rest is ``search``
+    #: and the evaluation set; ``common/engine.build_streams``)
+    train_portion: float = 0.5
 
     # ------------------------------------------------------------------------------------------ declarations
     def eval_variants(self) -> List[str]:
@@ -86,6 +89,8 @@ class TaskBase:
     # or None) and ``self.optimizers`` ({name: twin optimizer}); a task with more state extends them (``extra``).
     backend: Any = None
     model: Any = None
+    #: the run folder (set by the loop; None outside a run): where a task writes its own files (a genotype)
+    run_dir: Optional[str] = None
     ema: Any = None
     optimizers: Dict[str, Any] = {}
 
@@ -121,7 +126,8 @@ class TaskBase:
         """Called before the first step of every epoch (a search re-samples, a schedule moves)."""
 
     def epoch_end(self, epoch: int) -> Dict[str, Any]:
-        """Numbers for :meth:`extra_fields` and anything to log (a genotype); called after the last step."""
+        """Numbers for :meth:`extra_fields`, and under ``"_log"`` lines for the log (a genotype); called after the
+        last step of the epoch."""
         return {}
 
     def finish_eval(self, sums: Mapping[str, float]) -> Dict[str, float]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from common.specs.pcdarts import (AUX_CHANNELS, STEM_MULTIPLIER, CellSpec, OpSpec, PCDartsNetSpec, aux_cell_index,
-                                  cell_plan, drop_prob_at, op_padding)
+from common.specs.pcdarts import (ARCH_NAMES, AUX_CHANNELS, PRIMITIVES, SEARCH_STEM_MULTIPLIER, STEM_MULTIPLIER,
+                                  CellSpec, OpSpec, PCDartsNetSpec, SearchCellSpec, SearchNetSpec, aux_cell_index,
+                                  cell_plan, drop_prob_at, node_slices, op_padding, search_cell_plan)
 from paddle_impl import ops
 
 __all__ = ["make_op", "Cell", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet", "NetworkCIFAR", "NetworkImageNet",
-           "build"]
+           "MixedOp", "SearchCell", "SearchNetwork", "build"]
 
 
 def make_op(op: OpSpec, C: int) -> nn.Layer:
@@ -197,9 +198,135 @@ class NetworkImageNet(_Network):
 NETWORKS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
 
 
-def build(spec: PCDartsNetSpec) -> nn.Layer:
+# ---------------------------------------------------------------------------------------------------------
+# The search network (upstream model_search.py / model_search_imagenet.py)
+# ---------------------------------------------------------------------------------------------------------
+def make_search_op(primitive: str, C: int, stride: int) -> nn.Layer:
+    """Upstream ``OPS[name](C, stride, affine=False)``; a pool is followed by an ``affine=False`` BN (``.1``)."""
+    if primitive == "none":
+        return ops.Zero(stride)
+    if "pool" in primitive:
+        pool = (ops.MaxPool2d(3, stride, 1) if primitive == "max_pool_3x3"
+                else ops.AvgPool2d(3, stride, 1, count_include_pad=False))
+        return nn.Sequential(pool, ops.BatchNorm2d(C, affine=False))
+    if primitive == "skip_connect":
+        return ops.Identity() if stride == 1 else ops.FactorizedReduce(C, C, affine=False)
+    kernel, padding, dilation = op_padding(primitive)
+    if primitive.startswith("sep_conv"):
+        return ops.SepConv(C, C, kernel, stride, padding, affine=False)
+    return ops.DilConv(C, C, kernel, stride, padding, dilation, affine=False)
+
+
+class MixedOp(nn.Layer):
+    """A partial-channel edge: the first ``C/k`` channels go through ``sum_o w_o * op_o``, the rest bypass it (a 2x2
+    max pool on a stride-2 edge); the two parts are concatenated and channel-shuffled with ``k`` groups.
+
+    ``none`` is a module (its index keeps upstream's key numbers) but is not run: ``w * 0`` adds nothing, and its
+    alpha still gets its gradient through the softmax.  The concatenation and the shuffle are one copy: the
+    bypass half is written straight into its shuffled places."""
+
+    def __init__(self, C: int, stride: int, k: int):
+        super().__init__()
+        self.k = k
+        self._ops = nn.LayerList([make_search_op(p, C // k, stride) for p in PRIMITIVES])
+        self.mp = ops.MaxPool2d(2, 2)
+        self._run = tuple(i for i, p in enumerate(PRIMITIVES) if p != "none")
+
+    def forward(self, x: paddle.Tensor, weights: paddle.Tensor) -> paddle.Tensor:
+        b, c, h, w = x.shape
+        part = c // self.k
+        mixed = None
+        for i in self._run:
+            y = weights[i] * self._ops[i](x[:, :part])
+            mixed = y if mixed is None else mixed + y
+        rest = x[:, part:]
+        if mixed.shape[2] != h:
+            rest = self.mp(rest)
+        oh, ow = mixed.shape[2], mixed.shape[3]
+        # cat([mixed, rest]) then channel_shuffle(k): output channel j*k + g = input channel g*part + j
+        groups = paddle.concat([mixed.unsqueeze(2),
+                                rest.reshape([b, self.k - 1, part, oh, ow]).transpose([0, 2, 1, 3, 4])], axis=2)
+        return groups.reshape([b, c, oh, ow])
+
+
+class SearchCell(nn.Layer):
+    """Upstream ``model_search.Cell``: preprocessing, then node ``i`` = ``sum_j beta'_j * MixedOp_j(state_j, alpha_j)``
+    over every earlier state; the output concatenates the last ``multiplier`` states."""
+
+    def __init__(self, cell: SearchCellSpec, k: int):
+        super().__init__()
+        self.reduction = cell.reduction
+        if cell.reduction_prev:
+            self.preprocess0 = ops.FactorizedReduce(cell.C_prev_prev, cell.C, affine=False)
+        else:
+            self.preprocess0 = ops.ReLUConvBN(cell.C_prev_prev, cell.C, 1, 1, 0, affine=False)
+        self.preprocess1 = ops.ReLUConvBN(cell.C_prev, cell.C, 1, 1, 0, affine=False)
+        self._ops = nn.LayerList([MixedOp(cell.C, stride, k) for _, stride in cell.edges])
+        self._multiplier = cell.multiplier
+
+    def forward(self, s0: paddle.Tensor, s1: paddle.Tensor, weights: paddle.Tensor, weights2: paddle.Tensor):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        while offset < len(self._ops):
+            node = None
+            for j, h in enumerate(states):
+                y = weights2[offset + j] * self._ops[offset + j](h, weights[offset + j])
+                node = y if node is None else node + y
+            offset += len(states)
+            states.append(node)
+        return paddle.concat(states[-self._multiplier:], axis=1)
+
+
+class SearchNetwork(nn.Layer):
+    """Upstream ``model_search.Network`` (``kind='cifar'``) / ``model_search_imagenet.Network``: the stems, the
+    search cells, global average pooling, ``classifier``; the architecture parameters ``alphas_normal``,
+    ``alphas_reduce`` [edges, 8] and ``betas_normal``, ``betas_reduce`` [edges] are parameters of the module (so
+    they are saved with it) that the task gives to the architecture optimizer only."""
+
+    def __init__(self, spec: SearchNetSpec):
+        super().__init__()
+        self.spec = spec
+        c_stem = SEARCH_STEM_MULTIPLIER * spec.C
+        if spec.kind == "cifar":
+            self.stem = nn.Sequential(ops.Conv2d(spec.in_channels, c_stem, 3, 1, 1), ops.BatchNorm2d(c_stem))
+        else:
+            self.stem0 = nn.Sequential(ops.Conv2d(spec.in_channels, c_stem // 2, 3, 2, 1), ops.BatchNorm2d(c_stem // 2),
+                                       ops.ReLU(), ops.Conv2d(c_stem // 2, c_stem, 3, 2, 1), ops.BatchNorm2d(c_stem))
+            self.stem1 = nn.Sequential(ops.ReLU(), ops.Conv2d(c_stem, c_stem, 3, 2, 1), ops.BatchNorm2d(c_stem))
+        plan = search_cell_plan(spec)
+        self.cells = nn.LayerList([SearchCell(cell, spec.k) for cell in plan])
+        self.classifier = ops.Linear(plan[-1].C_out, spec.num_classes)
+        for name, shape in spec.arch_shapes.items():
+            setattr(self, name, self.create_parameter(list(shape), default_initializer=nn.initializer.Constant(0.0)))
+        self._slices = node_slices(spec.steps)
+
+    def arch_parameters(self):
+        return [getattr(self, name) for name in ARCH_NAMES]
+
+    def edge_weights(self, betas: paddle.Tensor) -> paddle.Tensor:
+        """The edge normalisation: softmax of beta over each node's incoming edges."""
+        return paddle.concat([paddle.nn.functional.softmax(betas[a:b], axis=-1) for a, b in self._slices])
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        softmax = paddle.nn.functional.softmax
+        mix = {False: (softmax(self.alphas_normal, axis=-1), self.edge_weights(self.betas_normal)),
+               True: (softmax(self.alphas_reduce, axis=-1), self.edge_weights(self.betas_reduce))}
+        if self.spec.kind == "cifar":
+            s0 = s1 = self.stem(x)
+        else:
+            s0 = self.stem0(x)
+            s1 = self.stem1(s0)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, *mix[cell.reduction])
+        return self.classifier(s1.mean(axis=[2, 3]))
+
+
+def build(spec) -> nn.Layer:
     """The network of ``spec`` in eval mode (framework-default initial values: load weights with
-    ``layout.load_neutral(model, common.specs.pcdarts.init_state(spec, rng))`` or a checkpoint)."""
+    ``layout.load_neutral(model, common.specs.pcdarts.init_state(spec, rng))`` or a checkpoint).
+    A :class:`SearchNetSpec` gives the search network."""
+    if isinstance(spec, SearchNetSpec):
+        return SearchNetwork(spec).eval()
     if not isinstance(spec, PCDartsNetSpec):
-        raise TypeError(f"build(spec) needs a PCDartsNetSpec, got {type(spec).__name__}")
+        raise TypeError(f"build(spec) needs a PCDartsNetSpec or SearchNetSpec, got {type(spec).__name__}")
     return NETWORKS[spec.kind](spec).eval()
