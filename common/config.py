@@ -206,6 +206,9 @@ _C.BENCH.THREADS = 0                # math threads of every contender (0 = THREA
 _C.BENCH.QUICK = False              # 1 warmup + 2 timed steps, one round, the first batch size of each mode
 _C.BENCH.PROFILE_STEPS = 0          # > 0: after timing, profile this many steps of each contender (logs folder)
 _C.BENCH.TIMEOUT_S = 1800.0         # a worker that does not answer within this many seconds is killed
+# PC-DARTS search bench: a local copy of the upstream repository (yuhuixu1993/PC-DARTS, holding model_search.py and
+# architect.py) to time its own search network beside the twins; "" = the twins only.
+_C.BENCH.UPSTREAM = ""
 
 # Keys whose value must come from a closed set.  Later families register theirs with ``register_enum``.
 ENUMS: Dict[str, Sequence[Any]] = {

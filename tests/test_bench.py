@@ -144,3 +144,82 @@ def test_bench_command_on_a_tiny_pcdarts_config(tmp_path):
     for r in rows:
         assert not r["error"], r["error"]
         assert r["family"] == "pcdarts" and r["batch"] == 4 and _finite_positive(r["img_s"])
+
+
+# ------------------------------------------------------------------------------------------------ PC-DARTS search
+def _tiny_search_config(tmp_path, **bench):
+    """The search network of pcdarts_search_cifar10.yaml made tiny (C=8, 5 cells); BENCH keys from ``bench``."""
+    cfg = tmp_path / "tiny_search.yaml"
+    cfg.write_text(
+        "_BASE_: " + os.path.join(ROOT, "configs", "pcdarts_search_cifar10.yaml") + "\n"
+        "PCDARTS:\n  INIT_CHANNELS: 8\n  LAYERS: 5\n"
+        + ("BENCH:\n" + "".join(f"  {k}: {v}\n" for k, v in bench.items()) if bench else "")
+    )
+    return str(cfg)
+
+
+def test_pcdarts_search_modes_time_both_twins(tmp_path):
+    """weight / arch1 / arch2 of the search network, torch and paddle twins, one warmup and two timed steps each:
+    rows with finite times and peaks, the weight count of the spec, the same first-order steps in both twins."""
+    from bench import pcdarts
+    from common.config import load_config
+    from common.specs import pcdarts as P
+
+    cfg_path = _tiny_search_config(tmp_path)
+    contenders = [pcdarts.make_contender(n, cfg_path) for n in ("torch", "paddle")]
+    settings = harness.Settings(warmup=1, iters=2, rounds=1, threads=1, log_dir=str(tmp_path / "logs"), quiet=True,
+                                setup_timeout_s=300, step_timeout_s=300)
+    workloads = [harness.Workload(m, 4) for m in pcdarts.SEARCH_MODES]
+    rows = harness.measure(contenders, workloads, settings, baseline="torch", extra={"family": "pcdarts"})
+    weights = P.count_search_params(P.spec_from_config(load_config(cfg_path)))
+    assert {(r["mode"], r["contender"]) for r in rows} == {
+        (m, c) for m in ("weight", "arch1", "arch2") for c in ("torch", "paddle")}
+    for r in rows:
+        assert not r["error"], r["error"]
+        assert r["batch"] == 4 and r["iters"] == 2 and r["params"] == weights
+        for key in ("img_s", "ms_step", "first_ms", "peak_mb", "ratio"):
+            assert _finite_positive(r[key]), (r["contender"], r["mode"], key, r[key])
+        assert math.isfinite(r["step_mb"])
+        if r["contender"] == "paddle":  # classifier weights (weight) / alphas and betas (arch) after the steps
+            assert r["out_max_abs"] is not None and r["out_max_abs"] < (1e-3 if r["mode"] == "weight" else 1e-4)
+    found = pcdarts.goals(rows)
+    assert [(g["mode"], g["goal"]) for g in found] == [
+        (m, "paddle twin >= 0.8x torch twin") for m in ("weight", "arch1", "arch2")]
+    assert "arch2" in harness.format_table(rows)
+
+
+def test_pcdarts_search_mode_and_network_must_match(tmp_path):
+    from bench import pcdarts
+
+    with pytest.raises(harness.BenchError, match="weight, arch1, arch2"):
+        pcdarts._load(_tiny_search_config(tmp_path), "train")
+    with pytest.raises(harness.BenchError, match="MODEL.NAME pcdarts_search"):
+        pcdarts._load(os.path.join(ROOT, "configs", "pcdarts_cifar10.yaml"), "arch1")
+
+
+def test_pcdarts_search_goals_include_upstream_speed_and_memory():
+    from bench import pcdarts
+
+    def row(contender, img_s, peak):
+        return {"mode": "arch1", "batch": 64, "contender": contender, "img_s": img_s, "peak_mb": peak, "error": ""}
+
+    found = pcdarts.goals([row("torch", 20.0, 1000.0), row("paddle", 15.0, 900.0), row("upstream", 16.0, 2000.0)])
+    assert [(g["goal"], round(g["value"], 3), g["met"]) for g in found] == [
+        ("torch twin >= 1.25x upstream", 1.25, True), ("paddle twin >= 0.8x torch twin", 0.75, False),
+        ("torch twin peak memory <= 0.75x upstream", 0.5, True)]
+
+
+def test_pcdarts_bench_upstream_folder_without_the_search_code_is_one_error_line(tmp_path):
+    from bench import pcdarts
+
+    empty = tmp_path / "not_pcdarts"
+    empty.mkdir()
+    cfg = _tiny_search_config(tmp_path, UPSTREAM=str(empty), CONTENDERS="[torch, paddle, upstream]")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), "bench", cfg,
+                           "--output", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "BENCH.UPSTREAM" in lines[0] and str(empty) in lines[0], proc.stderr
+    assert "model_search.py" in lines[0] and "architect.py" in lines[0]
+    with pytest.raises(harness.BenchError, match="BENCH.UPSTREAM is empty"):
+        pcdarts.make_contender("upstream", _tiny_search_config(tmp_path))

@@ -104,6 +104,13 @@ def build_with_weights(backend, cfg, spec_module, spec, require_weights: bool, w
     model = backend.build_model(cfg.MODEL.FAMILY, spec)
     if weights is not None:
         tensors = weights.ema if (weights.ema is not None and cfg.TRAIN.EMA_DECAY > 0) else weights.model
+        optional = getattr(spec_module, "optional_state", None)
+        missing = [n for n in (optional(spec) if optional else ()) if n not in tensors]
+        if missing:  # e.g. an upstream PC-DARTS search weights.pt: no alphas / betas
+            init = spec_module.init_state(spec, np.random.default_rng(cfg.SEED))
+            tensors = {**tensors, **{n: init[n] for n in missing}}
+            print(f"MODEL.WEIGHTS {path} holds no {', '.join(missing)}: they start from the numpy init "
+                  f"(SEED {cfg.SEED})", file=sys.stderr)
         try:
             backend.load_neutral(model, tensors, source=path)
         except CheckpointError as exc:

@@ -835,7 +835,42 @@ def recognition_candidates(tensors: Mapping[str, object]) -> List[Tuple[str, Dic
                         continue
                     label = f"pcdarts_{kind} {gname} C{C} L{layers}" + (" +aux" if aux else "")
                     out.append((label, expected_state_shapes(spec)))
+    return out + _search_candidates(tensors, depth)
+
+
+def _search_candidates(tensors: Mapping[str, object], depth: int) -> List[Tuple[str, Dict[str, Shape]]]:
+    """The search networks: upstream's defaults (C=16, 8 cells; CIFAR K=4, ImageNet K=2) and the width, depth and
+    K the tensors show; each with the architecture parameters (our checkpoints) and without (upstream's
+    ``weights.pt``, which never holds them: :func:`optional_state`)."""
+    import numpy as np
+
+    sizes = {"cifar": [(16, 8, 4)], "imagenet": [(16, 8, 2)]}
+    probe = tensors.get("cells.0._ops.0._ops.4.op.1.weight")  # the first sep conv: C/K output channels
+    for kind, stem in (("cifar", "stem.0.weight"), ("imagenet", "stem0.3.weight")):
+        if stem in tensors and probe is not None and depth >= 3:
+            C = int(np.shape(tensors[stem])[0]) // SEARCH_STEM_MULTIPLIER
+            part = int(np.shape(probe)[0])
+            if part and C % part == 0:
+                sizes[kind].append((C, depth, C // part))
+    out = []
+    for kind in NET_KINDS:
+        classes = classifier_width(tensors, "classifier.bias", 10 if kind == "cifar" else 1000)
+        for C, layers, k in dict.fromkeys(sizes[kind]):
+            try:
+                spec = search_spec(kind, C, layers, classes, k)
+            except ValueError:
+                continue
+            shapes = expected_state_shapes(spec)
+            label = f"{spec.name} C{C} L{layers} K{k}"
+            out.append((label, shapes))
+            out.append((label + " (no alphas/betas)", {n: v for n, v in shapes.items() if n not in ARCH_NAMES}))
     return out
+
+
+def optional_state(spec) -> Tuple[str, ...]:
+    """Names a loaded state may lack; the run then takes them from :func:`init_state`: the architecture
+    parameters of a search network (upstream's ``weights.pt`` never saves them)."""
+    return ARCH_NAMES if isinstance(spec, SearchNetSpec) else ()
 
 
 # --------------------------------------------------------------------------------------------------------------
