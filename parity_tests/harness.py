@@ -11,17 +11,21 @@ What is recorded, per backend and per dtype (``*_impl/capture.py`` does the fram
   ``input_grad``    d loss / d images
   ``grad``          d loss / d (every trainable parameter), canonical names, torch    backward order (of the
                     layout (paddle Linear weights transposed)                          owning module)
+  ``arch_grad``     a search task's architecture gradient on batches (0, 1), first and second order, each
+                    from the initial weights (``task.arch_gradient``)
   ``train_loss``    the loss of each of the K real optimizer steps (``PARITY.STEPS``)  step order
   ``weight``        every trainable parameter after the K steps                        execution order of owner
   ``update``        weight after K steps minus the initial weight (small updates are compared at their own
                     scale, not hidden under the weight's)
   ``running_stat``  every buffer (BN running mean / var) after the K steps
   ``ema``           every EMA tensor after the K steps (``TRAIN.EMA_DECAY > 0``)
-  ``optimizer_slot``every optimizer slot (``trainer.to_checkpoint().optimizer``, neutral layout), as
-                    ``param [slot]``
+  ``optimizer_slot``every optimizer slot (``trainer.to_checkpoint().optimizers``, neutral layout), as
+                    ``param [slot]`` (a second optimizer's: ``param [optimizer slot]``)
+  ``derived``       a search task's derived architecture after the K steps (``task.parity_derived()``)
 
 The K steps use the backends' own training task (``backend.make_trainer(model, cfg, spec).train_step``) with the
-config's optimizer, EMA, clipping and label smoothing; step k uses batch k and the LR
+config's optimizer, EMA, clipping and label smoothing (a search network: its family's search task, both streams,
+architecture steps on, step k searching on batch k + 1); step k uses batch k and the LR
 ``build_schedule(cfg).lr_for(0, k, K)`` (the K steps are the first K updates of epoch 0 of a K-update epoch; with a
 warmup that is the warmup LR, and the ``update`` stage still compares the small updates at their own scale; pass
 ``lrs=`` to choose others).  Weights: one float64 set (``make_weights``: ``spec_module.init_state`` with
@@ -86,8 +90,8 @@ F64_TOL = 1e-10
 F32_C = 4.0
 F32_GOAL_REL = 1e-5
 
-STAGES = ("eval_forward", "forward", "loss", "output_grad", "input_grad", "grad", "train_loss",
-          "weight", "update", "running_stat", "ema", "optimizer_slot")
+STAGES = ("eval_forward", "forward", "loss", "output_grad", "input_grad", "grad", "arch_grad", "train_loss",
+          "weight", "update", "running_stat", "ema", "optimizer_slot", "derived")
 STAGE_TITLES = {
     "eval_forward": "forward, eval mode",
     "forward": "forward, train mode",
@@ -95,12 +99,14 @@ STAGE_TITLES = {
     "output_grad": "grad of module output",
     "input_grad": "grad of the input",
     "grad": "parameter grad",
+    "arch_grad": "architecture-step gradient (search tasks: first and second order)",
     "train_loss": "training-step loss",
     "weight": "post-step weight",
     "update": "post-step update (weight - initial)",
     "running_stat": "post-step running stat",
     "ema": "post-step EMA",
     "optimizer_slot": "post-step optimizer slot",
+    "derived": "post-step derived architecture (search tasks: the genotype, as integer codes)",
 }
 FORWARD_STAGES = ("eval_forward", "forward", "loss")
 # The option values of ``compare_backends(stages=...)``: each runs the stages it lists.
@@ -108,7 +114,7 @@ STAGE_GROUPS = {
     "eval_forward": ("eval_forward",),
     "forward": ("forward", "loss"),
     "backward": ("output_grad", "input_grad", "grad"),
-    "steps": ("train_loss", "weight", "update", "running_stat", "ema", "optimizer_slot"),
+    "steps": ("arch_grad", "train_loss", "weight", "update", "running_stat", "ema", "optimizer_slot", "derived"),
 }
 DEFAULT_GROUPS = ("eval_forward", "forward", "backward", "steps")
 TOLERANCE_RULES = {
@@ -403,10 +409,20 @@ def _spill(obj: Any, folder: str, counter) -> Any:
     return obj
 
 
+def task_kind_for(family: str, spec_module, spec) -> str:
+    """The task the K steps run: the family's search task for a spec that is searched, else classification."""
+    from common import families
+
+    commands = spec_module.commands_for(spec) if hasattr(spec_module, "commands_for") else ()
+    if "search" in commands:
+        return families.task_kind(family, "search")
+    return "classification"
+
+
 def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping[str, np.ndarray],
                  batches: List[Tuple[np.ndarray, np.ndarray]], groups: Sequence[str], steps: int,
                  lrs: Sequence[float], train_mode: bool, after_load: Optional[Callable],
-                 record_inputs: bool) -> Dict[str, Any]:
+                 record_inputs: bool, task_kind: str = "classification") -> Dict[str, Any]:
     """Everything one backend computes in one dtype, as numpy (see the module docstring)."""
     from common.random_masks import MaskSource
 
@@ -455,16 +471,38 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
             out["input_grad"] = {"images": res["input_grad"]}
             out["grad"] = res["param_grads"]
         out["timings"]["forward_backward" if backward else "forward"] = time.perf_counter() - t0
+    if "steps" in groups and steps > 0 and task_kind != "classification":
+        t0 = time.perf_counter()
+        out["arch_grad"] = {}
+        for order, unrolled in (("first-order", False), ("second-order", True)):
+            task = backend.make_task(task_kind, fresh_model(), cfg, spec)
+            task.unrolled = unrolled
+            grads, _, _ = task.arch_gradient(batches[0], batches[1 % len(batches)], float(lrs[0]))
+            for arch_name, grad in zip(task.arch_names, grads):
+                out["arch_grad"][f"{order} {arch_name}"] = np.array(backend.to_numpy(grad), copy=True)
+        out["timings"]["arch_grad"] = time.perf_counter() - t0
     if "steps" in groups and steps > 0:
         t0 = time.perf_counter()
         model = fresh_model()
-        trainer = backend.make_trainer(model, cfg, spec)
+        search = task_kind != "classification"
+        trainer = backend.make_task(task_kind, model, cfg, spec) if search else backend.make_trainer(model, cfg, spec)
+        other_lrs = {}
+        if search:
+            from common.engine import build_schedules
+
+            trainer.start_epoch(int(trainer.arch_start))  # architecture steps on
+            other_lrs = {n: float(s(0)) for n, s in build_schedules(cfg, trainer).items() if n != "weights"}
         losses = []
         for k in range(steps):
             imgs, labs = batches[k % len(batches)]
-            stats = trainer.train_step({"train": (imgs, labs)}, {"weights": float(lrs[k])}, k)
+            streams = {"train": (imgs, labs)}
+            if search:
+                streams["search"] = batches[(k + 1) % len(batches)]
+            stats = trainer.train_step(streams, {"weights": float(lrs[k]), **other_lrs}, k)
             losses.append((f"step {k}", np.asarray(stats["loss"], dtype=np.float64)))
         out["train_loss"] = losses
+        if search:
+            out["derived"] = {k: np.asarray(v) for k, v in trainer.parity_derived().items()}
         ckpt = trainer.to_checkpoint()
         trainable = set(out["trainable"])
         out["weight"] = {k: v for k, v in ckpt.model.items() if k in trainable}
@@ -473,12 +511,13 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
                          for k, v in out["weight"].items()}
         out["ema"] = dict(ckpt.ema) if ckpt.ema is not None else {}
         slots: Dict[str, np.ndarray] = {}
-        if ckpt.optimizer is not None:
-            for slot, per_param in ckpt.optimizer.slots.items():
+        for opt_name, state in ckpt.optimizers.items():
+            for slot, per_param in state.slots.items():
                 for pname, arr in per_param.items():
-                    slots[f"{pname} [{slot}]"] = np.asarray(arr)
+                    label = slot if opt_name == "weights" else f"{opt_name} {slot}"
+                    slots[f"{pname} [{label}]"] = np.asarray(arr)
         out["optimizer_slot"] = slots
-        out["optimizer_name"] = ckpt.optimizer.name if ckpt.optimizer is not None else None
+        out["optimizer_name"] = ", ".join(f"{n}: {st.name}" for n, st in ckpt.optimizers.items()) or None
         out["timings"]["steps"] = time.perf_counter() - t0
     return out
 
@@ -516,7 +555,7 @@ def _stage_items(cap: Dict[str, Any], stage: str) -> List[Tuple[str, Any, str, s
             first.setdefault(key, arr)
         return [(k, a, k.split("[", 1)[0].split("#", 1)[0], types.get(k.split("[", 1)[0].split("#", 1)[0], ""))
                 for k, a in first.items()]
-    if stage in ("loss", "input_grad"):
+    if stage in ("loss", "input_grad", "arch_grad", "derived"):
         return [(k, a, "(model)", types.get("(model)", "")) for k, a in value.items()]
     if stage == "train_loss":
         return [(k, a, "(model)", types.get("(model)", "")) for k, a in value]
@@ -821,7 +860,7 @@ def compare_backends(cfg, spec_module, spec, *, family: Optional[str] = None, st
             for name in names:
                 t0 = time.perf_counter()
                 cap = _run_backend(name, dtype, cfg, family, spec, weights, batches, groups, steps, lrs,
-                                   train_mode, after_load, record_inputs)
+                                   train_mode, after_load, record_inputs, task_kind_for(family, spec_module, spec))
                 caps[(name, dtype)] = _spill(cap, spill_dir, counter) if spill_dir else cap
                 del cap
                 if verbose:

@@ -38,6 +38,8 @@ class PCDartsSearch(TaskBase):
     train_stats = ("loss", "top1")
     eval_stats = ("loss", "top1", "top5")
     stat_scale = {"top1": 100.0, "top5": 100.0}
+    #: the architecture parameters, in the order :meth:`arch_gradient` returns their gradients
+    arch_names = P.ARCH_NAMES
 
     def __init__(self, cfg, for_eval: bool = False):
         node = cfg.PCDARTS
@@ -88,6 +90,13 @@ class PCDartsSearch(TaskBase):
 
     def genotype(self) -> P.Genotype:
         return P.derive_genotype(self.arch_arrays(), self.model.spec.steps, self.model.spec.multiplier)
+
+    def parity_derived(self) -> Dict[str, np.ndarray]:
+        """The genotype as integer arrays (the parity harness's ``derived`` stage): per cell type, one row per kept
+        edge ``[PRIMITIVES index, input state]``, in the genotype's order."""
+        genotype = self.genotype()
+        return {f"genotype {cell}": np.array([[P.PRIMITIVES.index(op), j] for op, j in genotype.edges(cell == "reduce")],
+                                             dtype=np.int64) for cell in ("normal", "reduce")}
 
     def epoch_end(self, epoch: int) -> Dict[str, Any]:
         arch = self.arch_arrays()
