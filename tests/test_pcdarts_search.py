@@ -396,3 +396,27 @@ def test_resume_repeats_the_uninterrupted_search(backend_name, tmp_path):
     for epoch in (1, 2, 3):
         name = f"epoch-{epoch:04d}.json"
         assert open(os.path.join(straight, "arch", name)).read() == open(os.path.join(resumed, "arch", name)).read()
+
+
+@pytest.mark.parametrize("kind,size", [("cifar", 32), ("imagenet", 224)])
+def test_macs_equal_a_hook_count_of_the_built_network(kind, size):
+    """count_search_macs (from the spec) against conv / linear forward hooks on the torch twin."""
+    import torch
+
+    spec = P.search_spec(kind, num_classes=10 if kind == "cifar" else 1000, image_size=size)
+    model = backend_of("torch", "float32").build_model("pcdarts", spec)
+    total = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total.append(output.numel() * (module.in_channels // module.groups) * k)
+        elif isinstance(module, torch.nn.Linear):
+            total.append(module.in_features * module.out_features)
+
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    assert sum(total) == P.count_macs(spec)

@@ -151,7 +151,8 @@ def run_info(args) -> int:
     built = backend.count_parameters(model)
     status = "matches the spec" if built == params else f"DIFFERS from the spec by {built - params:+,}"
     print(f"built model   {built:,} trainable in {backend.describe()} ({status})")
-    rule = module.count_macs.__doc__.strip().splitlines()[0].replace("``", "")
+    rule_of = getattr(module, "macs_rule", None)
+    rule = rule_of(spec) if rule_of else module.count_macs.__doc__.strip().splitlines()[0].replace("``", "")
     print(f"MACs          {macs / 1e6:,.2f} M at {size}x{size} ({rule})")
     description = module.describe(spec)
     print("architecture")

@@ -651,7 +651,10 @@ def _numel(shape: Shape) -> int:
 
 def count_params(spec: PCDartsNetSpec, include_aux: bool = True) -> int:
     """Trainable parameters (conv/Linear weights and biases, BN weight/bias; BN running statistics are buffers).
-    ``include_aux=False`` leaves the auxiliary head out: upstream's ``count_parameters_in_MB`` figure (3.6M / 5.3M)."""
+    ``include_aux=False`` leaves the auxiliary head out: upstream's ``count_parameters_in_MB`` figure (3.6M / 5.3M).
+    A :class:`SearchNetSpec`: weights and architecture parameters (:func:`count_search_params` splits them)."""
+    if isinstance(spec, SearchNetSpec):
+        return count_search_params(spec, include_arch=True)
     return sum(_numel(shape) for name, (kind, shape, _, _) in _state_rows(spec).items()
                if kind not in ("bn.running_mean", "bn.running_var")
                and (include_aux or not name.startswith("auxiliary_head.")))
@@ -665,6 +668,8 @@ def count_macs(spec: PCDartsNetSpec, image_size: Optional[int] = None) -> int:
     counted: BatchNorm, ReLU, pools, additions, concatenation, drop path, and the aux head (it runs in training only).
     Upstream's published 597M (ImageNet) is not reproducible this way; this counts 581,627,328 (research §3.7).
     """
+    if isinstance(spec, SearchNetSpec):
+        return count_search_macs(spec, image_size)
     if image_size is not None and int(image_size) != spec.image_size:
         spec = dataclasses.replace(spec, image_size=int(image_size))
         _validate(spec)
@@ -1205,7 +1210,10 @@ def describe_search(spec: SearchNetSpec) -> Dict[str, object]:
         "num_classes": spec.num_classes,
         "image_size": spec.image_size,
         "params": count_search_params(spec),
+        "params_note": "weights (upstream's count_parameters_in_MB); the architecture parameters come on top",
         "arch_params": {name: list(shape) for name, shape in spec.arch_shapes.items()},
+        "arch_params_total": count_search_params(spec, include_arch=True) - count_search_params(spec),
+        "macs": {"rule": "conv_fc: conv + linear multiply-adds of every candidate op", "conv_fc": count_search_macs(spec)},
         "upstream_state_dict_entries": len(upstream_search_keys(spec)),
     }
 
@@ -1224,3 +1232,59 @@ def command_hint(spec, command: str) -> str:
                 "network with PCDARTS.GENOTYPE <run>/genotype.json)")
     return (f"(it is an evaluation network built from PCDARTS.GENOTYPE; the search runs MODEL.NAME "
             f"{' or '.join(SEARCH_NAMES)})")
+
+
+def count_search_macs(spec: SearchNetSpec, image_size: Optional[int] = None) -> int:
+    """Batch-1 MACs of the search network, rule 'conv_fc': conv + linear multiply-adds of one forward through every
+    candidate op of every edge (stems, preprocessing, the sep / dil convs and stride-2 FactorizedReduce skips on the
+    C/K channels, the classifier).  Not counted: BN, ReLU, pools, the weighted sums, the shuffle."""
+    if image_size is not None and int(image_size) != spec.image_size:
+        spec = search_spec(spec.kind, spec.C, spec.layers, spec.num_classes, spec.k, int(image_size), spec.in_channels)
+    total = 0
+
+    def conv(hw: int, c_in: int, c_out: int, k: int, groups: int = 1) -> None:
+        nonlocal total
+        total += hw * hw * c_out * (c_in // groups) * k * k
+
+    s = spec.image_size
+    c_stem = SEARCH_STEM_MULTIPLIER * spec.C
+    if spec.kind == "cifar":
+        conv(s, spec.in_channels, c_stem, 3)
+    else:
+        h1 = _half_up(s)
+        h2 = _half_up(h1)
+        conv(h1, spec.in_channels, c_stem // 2, 3)
+        conv(h2, c_stem // 2, c_stem, 3)
+        conv(_half_up(h2), c_stem, c_stem, 3)
+    cells = search_cell_plan(spec)
+    for cell in cells:
+        if cell.reduction_prev:
+            conv(_half_up(cell.size_prev_prev), cell.C_prev_prev, cell.C // 2, 1)
+            conv(_half_up(cell.size_prev_prev - 1), cell.C_prev_prev, cell.C // 2, 1)
+        else:
+            conv(cell.size_prev_prev, cell.C_prev_prev, cell.C, 1)
+        conv(cell.size_prev, cell.C_prev, cell.C, 1)
+        c, hw = cell.C // spec.k, cell.size
+        for _, stride in cell.edges:
+            for op in PRIMITIVES:
+                if op.startswith("sep_conv"):
+                    kk = op_padding(op)[0]
+                    conv(hw, c, c, kk, groups=c)
+                    conv(hw, c, c, 1)
+                    conv(hw, c, c, kk, groups=c)
+                    conv(hw, c, c, 1)
+                elif op.startswith("dil_conv"):
+                    kk = op_padding(op)[0]
+                    conv(hw, c, c, kk, groups=c)
+                    conv(hw, c, c, 1)
+                elif op == "skip_connect" and stride == 2:
+                    conv(hw, c, c // 2, 1)
+                    conv(hw, c, c // 2, 1)
+    total += cells[-1].C_out * spec.num_classes
+    return total
+
+
+def macs_rule(spec) -> str:
+    """The counting rule :func:`count_macs` applies to ``spec`` (its docstring's first line), for ``info``."""
+    fn = count_search_macs if isinstance(spec, SearchNetSpec) else count_macs
+    return " ".join(fn.__doc__.split(".")[0].split()).replace("``", "") + "."
