@@ -27,19 +27,22 @@ STAGE_TITLES = {
     "output_grad": "Gradients w.r.t. module outputs (backward order)",
     "input_grad": "Gradient w.r.t. the input",
     "grad": "Parameter gradients (backward order of the owning module)",
+    "arch_grad": "Architecture-step gradients of a search task (first and second order, from the initial weights)",
     "train_loss": "Loss of each optimizer step",
     "weight": "Parameters after the optimizer steps",
     "update": "Parameter updates (after - initial)",
     "running_stat": "Buffers (BN running statistics) after the optimizer steps",
     "ema": "EMA tensors after the optimizer steps",
     "optimizer_slot": "Optimizer slots after the optimizer steps",
+    "derived": "Derived architecture after the steps (a search task's genotype as integer codes)",
 }
 _EVAL_MODE_FORWARD = ("forward (eval+bwd)", "Forward outputs, eval mode, the pass that is differentiated "
                       "(PARITY.TRAIN_MODE off; execution order)")
 SHORT = {
     "eval_forward": "forward (eval)", "forward": "forward (train)", "loss": "loss", "output_grad": "output grad",
-    "input_grad": "input grad", "grad": "param grad", "train_loss": "step loss", "weight": "weight",
+    "input_grad": "input grad", "grad": "param grad", "arch_grad": "arch grad", "train_loss": "step loss", "weight": "weight",
     "update": "update", "running_stat": "running stat", "ema": "EMA", "optimizer_slot": "optimizer slot",
+    "derived": "derived arch",
 }
 
 
