@@ -420,3 +420,33 @@ def test_macs_equal_a_hook_count_of_the_built_network(kind, size):
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     assert sum(total) == P.count_macs(spec)
+
+
+def test_imagenet_search_twins_agree():
+    """The ImageNet search network (three stride-2 stems, K=2) in both twins: same names, same logits (float64)."""
+    spec = P.search_spec("imagenet", C=8, layers=5, num_classes=7, image_size=64)
+    assert spec.k == 2 and [c.size for c in P.search_cell_plan(spec)] == [8, 4, 4, 2, 2]
+    state = P.init_state(spec, np.random.default_rng(0), dtype=np.float64)
+    state.update({n: 0.5 * np.random.default_rng(1).standard_normal(state[n].shape) for n in P.ARCH_NAMES})
+    x = np.random.default_rng(2).standard_normal((2, 3, 64, 64))
+    out = {}
+    for name in ("torch", "paddle"):
+        be = backend_of(name)
+        model = be.build_model("pcdarts", spec)
+        assert be.expected_shapes(model) == {k: tuple(v) for k, v in P.expected_state_shapes(spec).items()}
+        be.load_neutral(model, state)
+        model.train()
+        out[name] = be.to_numpy(model(be.to_tensor(x)))
+    np.testing.assert_allclose(out["torch"], out["paddle"], rtol=0, atol=1e-12)
+
+
+def test_an_upstream_genotype_string_and_our_json_give_the_same_network(tmp_path):
+    genotype = P.derive_genotype(_arch(np.random.default_rng(4).standard_normal((14, 8))))
+    path = str(tmp_path / "genotype.json")
+    P.save_genotype(genotype, path)
+    specs = []
+    for value in (path, genotype.to_upstream()):
+        cfg = load_config(TRAIN, ["PCDARTS.GENOTYPE", value])
+        specs.append(P.spec_from_config(cfg))
+    assert specs[0].genotype == specs[1].genotype == genotype
+    assert P.expected_state_shapes(specs[0]) == P.expected_state_shapes(specs[1])
