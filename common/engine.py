@@ -530,6 +530,19 @@ def build_streams(cfg, task: TaskBase, datasets, rank: int = 0, world_size: int 
     return streams, build_loader(cfg, "val", rank=rank, world_size=world_size, dataset=arch_part)
 
 
+def check_streams(cfg, kind: str, datasets) -> None:
+    """Before a run touches its folder: the streams task ``kind`` needs can be cut from ``datasets`` and each gives
+    at least one batch (errors are ``TrainingError`` / ``DataError`` naming the key)."""
+    import importlib
+
+    base = importlib.import_module(f"common.tasks.{kind}").BASE(cfg)
+    streams, _ = build_streams(cfg, base, datasets)
+    for name, loader in streams.items():
+        if len(loader) == 0:
+            raise TrainingError(f"the {name!r} data stream gives no full batch of {cfg.DATA.BATCH_SIZE} images "
+                                f"({len(loader.dataset)} samples, DATA.DROP_LAST {cfg.DATA.DROP_LAST})")
+
+
 def stream_seed(seed: int, name: str) -> int:
     """The shuffling / augmentation seed of a second data stream (independent of the first stream's)."""
     return int(np.random.SeedSequence([int(seed), *name.encode()]).generate_state(1)[0])

@@ -34,6 +34,7 @@ from tools.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = str(ROOT / "configs" / "cream14_digits.yaml")
+SEARCH_CFG = str(ROOT / "configs" / "pcdarts_search_digits.yaml")
 TINY = ["DATA.DATASET", "synthetic", "DATA.IMAGE_SIZE", "32", "DATA.SYNTHETIC_SAMPLES", "8", "DATA.BATCH_SIZE", "4",
         "DATA.EVAL_BATCH_SIZE", "4", "TRAIN.EPOCHS", "1", "TRAIN.MAX_STEPS_PER_EPOCH", "1"]
 
@@ -58,6 +59,12 @@ def train(*overrides: str, config: str = CFG, backend: str = "torch") -> Callabl
     """``train <config> <TINY> <overrides>``; ``{t}`` in an override is the test folder."""
     return lambda t: ["train", config.format(t=t), "--backend", backend, "--output", out(t), *TINY,
                       *[o.format(t=t) for o in overrides]]
+
+
+def search(*overrides: str, backend: str = "torch") -> Callable[[Path], List[str]]:
+    """``search`` of the digits PC-DARTS search config, tiny, with ``overrides``."""
+    return lambda t: ["search", SEARCH_CFG, "--backend", backend, "--output", out(t), "TRAIN.EPOCHS", "1",
+                      "TRAIN.MAX_STEPS_PER_EPOCH", "1", *[o.format(t=t) for o in overrides]]
 
 
 def evaluate_cmd(*overrides: str) -> Callable[[Path], List[str]]:
@@ -472,6 +479,21 @@ CASES: List[Case] = [
     Case("convert-out-under-a-file", convert("{t}/w.safetensors", "paddle", "{t}/f/x.pdparams"),
          ["OUT {t}/f/x.pdparams", "{t}/f is a file"], both(neutral_ckpt("w.safetensors"), raw("f", b"x"))),
     Case("convert-source-missing", convert("{t}/none.safetensors", "torch", "{t}/w.pt"), ["{t}/none.safetensors"]),
+    # PC-DARTS search settings
+    Case("search-hvp-unknown", search("PCDARTS.HVP", "exact"), ["PCDARTS.HVP", "exact", "finite_difference"]),
+    Case("search-train-portion-1", search("PCDARTS.TRAIN_PORTION", "1.0"), ["PCDARTS.TRAIN_PORTION", "(0, 1)"]),
+    Case("search-partial-k-not-dividing", search("PCDARTS.PARTIAL_K", "3"), ["PCDARTS.PARTIAL_K = 3", "divisible"]),
+    Case("search-hvp-r-zero", search("PCDARTS.HVP_R", "0"), ["PCDARTS.HVP_R", "> 0"]),
+    Case("search-an-evaluation-network", search("MODEL.NAME", "pcdarts_cifar"),
+         ["MODEL.NAME 'pcdarts_cifar' is for train / test / infer, not search"]),
+    Case("train-the-search-network", train(config=SEARCH_CFG), ["it is the search network"]),
+    Case("search-a-family-without-search", lambda t: ["search", CFG, "--backend", "torch", "--output", out(t), *TINY],
+         ["search: MODEL.FAMILY 'cream' has no architecture search"]),
+    Case("search-split-leaves-a-part-empty", search("DATA.NUM_TRAIN", "1"),
+         ["PCDARTS.TRAIN_PORTION = 0.5 of 1 training samples leaves a part empty"]),
+    Case("search-stream-without-a-batch", search("DATA.NUM_TRAIN", "40", "DATA.DROP_LAST", "True"),
+         ["'train' data stream gives no full batch of 32 images (20 samples"]),
+    Case("search-warmup-style", search("SCHED.WARMUP_STYLE", "cosine"), ["SCHED.WARMUP_STYLE", "cosine"]),
     Case("convert-malicious-source", lambda t: ["convert", "--from", "paddle", str(t / "evil.pt"), "--to", "neutral",
                                                 str(t / "w.safetensors")],
          ["{t}/evil.pt", "refused to unpickle global"], malicious("evil.pt")),

@@ -327,6 +327,7 @@ def _run_task(args, command: str) -> int:
         engine.resume_path(cfg, run_dir, kind)
         splits = ("train",) if command == "search" else ("train", "val")
         datasets = engine.check_data(cfg, splits=splits, label_offset=engine.label_offset_of(module, spec))
+        engine.check_streams(cfg, kind, datasets)
         from common.schedules import build_schedule
 
         build_schedule(cfg)

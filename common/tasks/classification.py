@@ -42,3 +42,7 @@ class Classification(TaskBase):
 
     def score_key(self) -> Optional[str]:
         return "ema_val_top1" if self.keeps_ema else "val_top1"
+
+
+#: the framework-free task of this kind (``engine.check_streams`` builds it from the config alone)
+BASE = Classification

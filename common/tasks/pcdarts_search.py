@@ -165,3 +165,7 @@ class PCDartsSearch(TaskBase):
 
             raise NonFiniteError(f"the validation-gradient norm for the Hessian-vector product is {v_norm!r}")
         return self.hvp_r / v_norm
+
+
+#: the framework-free task of this kind (``engine.check_streams`` builds it from the config alone)
+BASE = PCDartsSearch
