@@ -16,6 +16,7 @@ from common import engine
 from common.checkpoint import load_checkpoint
 from common.config import load_config
 from common.specs import pcdarts as P
+from tests.test_pcdarts_train import _Interrupt, _StopAfter  # the interruption hook after epoch 1
 from tools.main import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -350,16 +351,6 @@ def test_search_reads_cifar_pickles(tmp_path):
     assert os.path.isfile(os.path.join(run_dir, "genotype.json"))
     assert not os.path.isdir(os.path.join(run_dir, "arch")) or not any(
         f.endswith(".png") for f in os.listdir(os.path.join(run_dir, "arch")))
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter(engine.Hook):
-    def after_epoch(self, loop, row):
-        if row["epoch"] == 1:
-            raise _Interrupt
 
 
 @pytest.mark.parametrize("backend_name", ["torch", "paddle"])

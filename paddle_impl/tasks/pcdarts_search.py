@@ -16,7 +16,7 @@ from common.specs.pcdarts import ARCH_NAMES
 from common.tasks import Batch, NonFiniteError
 from common.tasks.pcdarts_search import PCDartsSearch
 from paddle_impl import layout, losses, optim
-from paddle_impl.tasks.classification import all_finite
+from paddle_impl.tasks.classification import all_finite, eval_sums
 
 
 class Task(PCDartsSearch):
@@ -172,19 +172,7 @@ class Task(PCDartsSearch):
 
     # ------------------------------------------------------------------------------------------ evaluation
     def eval_batch(self, images: np.ndarray, labels: np.ndarray, variant: str = "val") -> Dict[str, float]:
-        model = self.model
-        if model.training:
-            model.eval()
-        with paddle.no_grad():
-            x = self.backend.to_tensor(images)
-            y = paddle.to_tensor(np.asarray(labels, dtype=np.int64))
-            logits = model(x)
-            n = int(y.shape[0])
-            bad = int(paddle.logical_not(paddle.isfinite(logits).all(axis=1)).astype("int64").sum())
-            loss = losses.cross_entropy(logits, y)
-            top1, top5 = losses.accuracy_topk(logits, y, ks=(1, self.topk))
-        return {"loss": float(loss) * n, "top1": float(top1) * n / 100.0, "top5": float(top5) * n / 100.0,
-                "count": n, "nonfinite": bad}
+        return eval_sums(self.backend, self.model, images, labels, self.topk)
 
 
 def _top1(logits: paddle.Tensor, y: paddle.Tensor) -> float:

@@ -82,18 +82,24 @@ class Task(Classification):
     # ------------------------------------------------------------------------------------------ evaluation
     def eval_batch(self, images: np.ndarray, labels: np.ndarray, variant: str = "val") -> Dict[str, float]:
         model = self.ema.module if (variant == "ema_val" and self.ema is not None) else self.model
-        if model.training:
-            model.eval()
-        with torch.no_grad():
-            x = self.backend.to_tensor(images)
-            y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(x.device)
-            logits = model(x)
-            n = int(y.shape[0])
-            bad = int((~torch.isfinite(logits).all(dim=1)).sum())
-            loss = losses.cross_entropy(logits, y)
-            top1, top5 = losses.accuracy_topk(logits, y, ks=(1, self.topk))
-        return {"loss": float(loss) * n, "top1": float(top1) * n / 100.0, "top5": float(top5) * n / 100.0,
-                "count": n, "nonfinite": bad}
+        return eval_sums(self.backend, model, images, labels, self.topk)
+
+
+def eval_sums(backend, model, images: np.ndarray, labels: np.ndarray, topk: int) -> Dict[str, float]:
+    """Evaluation sums of ``model`` (eval mode) on one batch: summed loss, top-1, top-``topk``, ``count`` and
+    ``nonfinite`` (samples whose logits are not all finite); every classifying task's ``eval_batch``."""
+    if model.training:
+        model.eval()
+    with torch.no_grad():
+        x = backend.to_tensor(images)
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(x.device)
+        logits = model(x)
+        n = int(y.shape[0])
+        bad = int((~torch.isfinite(logits).all(dim=1)).sum())
+        loss = losses.cross_entropy(logits, y)
+        top1, top5 = losses.accuracy_topk(logits, y, ks=(1, topk))
+    return {"loss": float(loss) * n, "top1": float(top1) * n / 100.0, "top5": float(top5) * n / 100.0,
+            "count": n, "nonfinite": bad}
 
 
 #: the parity harness and older callers build it as a trainer
