@@ -52,7 +52,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODES = ("train", "eval")
+#: every workload mode a family benchmark may offer (each family lists its own in ``SUPPORTED_MODES``): a training
+#: step, an evaluation forward, and the PC-DARTS search steps (weight step, first- / second-order architecture step)
+MODES = ("train", "eval", "weight", "arch1", "arch2")
 
 
 class BenchError(RuntimeError):

@@ -36,10 +36,10 @@ and its weight count must equal the twin's (299,578 for C=16, 8 cells).  Every c
 search batches (seeded ``N(0, 1)`` images, uniform labels), the LRs of the first search steps (``OPTIM.LR``,
 ``ARCH_OPTIM.LR``), and reports at the end its classifier weights (``weight``) or its alphas / betas (``arch1``,
 ``arch2``), so ``max|dOut|`` shows they all did the same steps.  The issue's workload (batch 64 on 32 px, C=16,
-8 cells, 2 threads):
+8 cells; one thread per contender: 2 threads on shared cores measure the scheduler, see bench/README.md):
 
     python tools/main.py bench configs/pcdarts_search_bench.yaml BENCH.UPSTREAM /path/to/PC-DARTS
-    python tools/main.py bench configs/pcdarts_search_bench.yaml BENCH.CONTENDERS "[torch, paddle]"   # twins only
+    python tools/main.py bench configs/pcdarts_search_bench.yaml       # the twins only (no BENCH.UPSTREAM)
 
 Goals printed (per mode): torch twin >= 1.25x upstream; torch twin peak memory <= 0.75x upstream (peak RSS of the
 step phase); paddle twin >= 0.8x torch twin.  No framework is imported at module level.
@@ -67,10 +67,10 @@ SUPPORTED_MODES = ("train", "eval") + SEARCH_MODES
 DEFAULT_WARMUP = 2
 DEFAULT_ITERS = 6
 
-# The harness knows the modes train / eval; the search workloads are this family's own.  Until the harness takes
-# modes per family, they are added to its list when this module loads (run.py imports it before it checks
-# BENCH.MODES).
-harness.MODES = tuple(harness.MODES) + tuple(m for m in SEARCH_MODES if m not in harness.MODES)
+def default_contenders(cfg) -> Tuple[str, ...]:
+    """The twins, and upstream's search network when ``BENCH.UPSTREAM`` points at a copy of it."""
+    return DEFAULT_CONTENDERS + (("upstream",) if str(cfg.BENCH.UPSTREAM) else ())
+
 
 #: base name -> (framework, factory, allowed flags)
 BASES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {

@@ -66,7 +66,7 @@ def workloads_from_config(cfg, module) -> List[harness.Workload]:
         eval_sizes, train_sizes = eval_sizes[:1], train_sizes[:1]
     out = []
     for mode in modes:
-        for size in (train_sizes if mode == "train" else eval_sizes):
+        for size in (eval_sizes if mode == "eval" else train_sizes):  # every step with a backward: train sizes
             if size < 1:
                 raise _user_error(f"BENCH batch sizes must be >= 1, got {size}")
             out.append(harness.Workload(mode, size))
@@ -76,7 +76,8 @@ def workloads_from_config(cfg, module) -> List[harness.Workload]:
 
 
 def contenders_from_config(cfg, module, cfg_path: str) -> List[harness.Contender]:
-    names = tuple(cfg.BENCH.CONTENDERS) or module.DEFAULT_CONTENDERS
+    default = module.default_contenders(cfg) if hasattr(module, "default_contenders") else module.DEFAULT_CONTENDERS
+    names = tuple(cfg.BENCH.CONTENDERS) or tuple(default)
     try:
         return [module.make_contender(str(n), cfg_path) for n in names]
     except harness.BenchError as exc:

@@ -199,7 +199,7 @@ _C.BENCH.TRAIN_BATCH_SIZES = (32,)  # train-mode batch sizes (empty = BATCH_SIZE
 _C.BENCH.WARMUP = 0                 # warmup steps per contender and workload (0 = the family's default)
 _C.BENCH.ITERS = 0                  # timed steps per contender and workload (0 = the family's default)
 _C.BENCH.ROUNDS = 2                 # the timed steps are split into this many interleaved rounds
-_C.BENCH.MODES = ()                 # train and/or eval (empty = the family's default)
+_C.BENCH.MODES = ()                 # train and/or eval; PC-DARTS search: weight, arch1, arch2 (empty = the default)
 _C.BENCH.CONTENDERS = ()            # e.g. [timm, torch, paddle, torch+cl] (empty = the family's default)
 _C.BENCH.BASELINE = ""              # contender the ratios are taken against ("" = the family's default)
 _C.BENCH.THREADS = 0                # math threads of every contender (0 = THREADS, or all cores when that is 0)
@@ -209,6 +209,9 @@ _C.BENCH.TIMEOUT_S = 1800.0         # a worker that does not answer within this 
 # PC-DARTS search bench: a local copy of the upstream repository (yuhuixu1993/PC-DARTS, holding model_search.py and
 # architect.py) to time its own search network beside the twins; "" = the twins only.
 _C.BENCH.UPSTREAM = ""
+
+#: the workload modes of ``bench`` (``bench/harness.MODES``; each family's benchmark offers some of them)
+BENCH_MODES = ("train", "eval", "weight", "arch1", "arch2")
 
 # Keys whose value must come from a closed set.  Later families register theirs with ``register_enum``.
 ENUMS: Dict[str, Sequence[Any]] = {
@@ -375,7 +378,8 @@ def validate(cfg: CN, source: str) -> None:
         ("BENCH.WARMUP", lambda v: v >= 0, "must be >= 0 (0 = the family's default)"),
         ("BENCH.ITERS", lambda v: v >= 0, "must be >= 0 (0 = the family's default)"),
         ("BENCH.ROUNDS", lambda v: v >= 1, "must be >= 1"),
-        ("BENCH.MODES", lambda v: all(x in ("train", "eval") for x in v), "must be among ['train', 'eval']"),
+        ("BENCH.MODES", lambda v: all(x in BENCH_MODES for x in v), f"must be among {list(BENCH_MODES)} (the "
+         "family's benchmark says which it offers)"),
         ("BENCH.THREADS", lambda v: v >= 0, "must be >= 0"),
         ("BENCH.PROFILE_STEPS", lambda v: v >= 0, "must be >= 0"),
         ("BENCH.TIMEOUT_S", positive, "must be > 0 (seconds)"),

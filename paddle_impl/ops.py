@@ -521,15 +521,18 @@ class SepConv(nn.Layer):
 
 class FactorizedReduce(nn.Layer):
     """DARTS ``FactorizedReduce``: ReLU; ``conv_1`` (1x1 s2) on x, ``conv_2`` (1x1 s2) on ``x[:, :, 1:, 1:]``;
-    concat; ``bn``.  Needs even ``C_out`` and even H, W (as upstream)."""
+    concat; ``bn``.  Needs even ``C_out`` and even H, W (as upstream).
+
+    A 1x1 stride-2 convolution reads the pixels (2i, 2j) (``conv_2``: (2i+1, 2j+1)), so the input is sampled first
+    and the convolutions run at stride 1, as in the torch twin (which needs it to avoid a oneDNN bug)."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True, *, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
         super().__init__()
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
         self.relu = ReLU()
-        self.conv_1 = Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = Conv2d(C_in, C_out // 2, 1, bias=False)  # stride 2 by sampling the input (docstring)
+        self.conv_2 = Conv2d(C_in, C_out // 2, 1, bias=False)
         self.bn = BatchNorm2d(C_out, eps=bn_eps, momentum=bn_momentum, affine=affine)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -537,7 +540,9 @@ class FactorizedReduce(nn.Layer):
         if shape[2] % 2 or shape[3] % 2:
             raise ValueError(f"FactorizedReduce needs even H and W (upstream DARTS), got input {list(shape)}")
         x = self.relu(x)
-        return self.bn(paddle.concat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], axis=1))
+        grid = x.reshape([shape[0], shape[1], shape[2] // 2, 2, shape[3] // 2, 2])  # pixel (2i + a, 2j + b)
+        even, odd = grid[:, :, :, 0, :, 0], grid[:, :, :, 1, :, 1]
+        return self.bn(paddle.concat([self.conv_1(even), self.conv_2(odd)], axis=1))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -180,8 +180,10 @@ def test_pcdarts_search_modes_time_both_twins(tmp_path):
         for key in ("img_s", "ms_step", "first_ms", "peak_mb", "ratio"):
             assert _finite_positive(r[key]), (r["contender"], r["mode"], key, r[key])
         assert math.isfinite(r["step_mb"])
-        if r["contender"] == "paddle":  # classifier weights (weight) / alphas and betas (arch) after the steps
-            assert r["out_max_abs"] is not None and r["out_max_abs"] < (1e-3 if r["mode"] == "weight" else 1e-4)
+        if r["contender"] == "paddle":  # classifier weights (weight) / alphas and betas (arch) after the 3 steps;
+            # arch2: the float32 finite difference flips some Adam steps (6e-4 each), so only a loose bound
+            bound = {"weight": 1e-3, "arch1": 1e-4, "arch2": 1e-2}[r["mode"]]
+            assert r["out_max_abs"] is not None and r["out_max_abs"] < bound, (r["mode"], r["out_max_abs"])
     found = pcdarts.goals(rows)
     assert [(g["mode"], g["goal"]) for g in found] == [
         (m, "paddle twin >= 0.8x torch twin") for m in ("weight", "arch1", "arch2")]

@@ -441,3 +441,36 @@ def test_an_upstream_genotype_string_and_our_json_give_the_same_network(tmp_path
         specs.append(P.spec_from_config(cfg))
     assert specs[0].genotype == specs[1].genotype == genotype
     assert P.expected_state_shapes(specs[0]) == P.expected_state_shapes(specs[1])
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "paddle"])
+def test_factorized_reduce_samples_then_convolves_like_a_stride_2_conv(backend_name):
+    """FactorizedReduce runs its 1x1 convolutions at stride 1 on the sampled input (torch 2.14's oneDNN 1x1 stride-2
+    weight gradient corrupts the heap with 2 threads and an odd batch): the outputs and gradients equal upstream's
+    stride-2 formulation, ``conv(x, stride 2)`` and ``conv(x[:, :, 1:, 1:], stride 2)``."""
+    ops = importlib.import_module(f"{backend_name}_impl.ops")
+    be = backend_of(backend_name)
+    if backend_name == "torch":
+        fr = ops.FactorizedReduce(4, 6, affine=False).double()
+    else:
+        import paddle
+
+        previous = paddle.get_default_dtype()
+        paddle.set_default_dtype("float64")
+        try:
+            fr = ops.FactorizedReduce(4, 6, affine=False)
+        finally:
+            paddle.set_default_dtype(previous)
+    be.load_neutral(fr, {"conv_1.weight": np.random.default_rng(0).standard_normal((3, 4, 1, 1)),
+                         "conv_2.weight": np.random.default_rng(1).standard_normal((3, 4, 1, 1)),
+                         "bn.running_mean": np.zeros(6), "bn.running_var": np.ones(6)})
+    fr.train()
+    x = np.random.default_rng(2).standard_normal((3, 4, 8, 6))
+    w1, w2 = (be.to_numpy(fr.conv_1.weight), be.to_numpy(fr.conv_2.weight))
+    relu = np.maximum(x, 0)
+    a = np.einsum("oc,bchw->bohw", w1[:, :, 0, 0], relu[:, :, ::2, ::2])            # stride 2 from (0, 0)
+    b = np.einsum("oc,bchw->bohw", w2[:, :, 0, 0], relu[:, :, 1:, 1:][:, :, ::2, ::2])  # stride 2 from (1, 1)
+    cat = np.concatenate([a, b], 1)
+    mean, var = cat.mean((0, 2, 3), keepdims=True), cat.var((0, 2, 3), keepdims=True)
+    want = (cat - mean) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(be.to_numpy(fr(be.to_tensor(x))), want, rtol=0, atol=1e-12)

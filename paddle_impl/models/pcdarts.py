@@ -235,9 +235,10 @@ class MixedOp(nn.Layer):
     def forward(self, x: paddle.Tensor, weights: paddle.Tensor) -> paddle.Tensor:
         b, c, h, w = x.shape
         part = c // self.k
+        head = x[:, :part].contiguous()  # one copy of the partial channels, read by all seven ops
         mixed = None
         for i in self._run:
-            y = weights[i] * self._ops[i](x[:, :part])
+            y = weights[i] * self._ops[i](head)
             mixed = y if mixed is None else mixed + y
         rest = x[:, part:]
         if mixed.shape[2] != h:

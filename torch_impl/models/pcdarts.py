@@ -234,9 +234,10 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         part = c // self.k
+        head = x[:, :part].contiguous()  # one copy of the partial channels, read by all seven ops
         mixed = None
         for i in self._run:
-            y = weights[i] * self._ops[i](x[:, :part])
+            y = weights[i] * self._ops[i](head)
             mixed = y if mixed is None else mixed + y
         rest = x[:, part:]
         if mixed.shape[2] != h:
