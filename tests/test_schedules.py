@@ -3,6 +3,7 @@ schedulers that implement the same rule (within 1e-12)."""
 from __future__ import annotations
 
 import importlib
+import math
 import pytest
 
 from common import schedules as S
@@ -223,3 +224,29 @@ def test_pcdarts_linear_schedule_is_the_reference_formula():
     assert all(schedule(e) == S.pcdarts_imagenet_linear_lr(e) for e in range(250))
     no_warmup = S.build_schedule(load_config("configs/pcdarts_imagenet.yaml", ["SCHED.WARMUP_EPOCHS", "0"]))
     assert no_warmup(0) == 0.5
+
+
+def test_epoch_shift_reproduces_the_pcdarts_scripts_on_new_pytorch():
+    """SCHED.EPOCH_SHIFT 1: epoch e trains with eta(e + 1), the last epoch at MIN_LR (research pcdarts.md §2.3)."""
+    from common.config import load_config
+    from common.schedules import build_schedule, pcdarts_cosine_lr
+
+    base = ["SCHED.NAME", "cosine", "TRAIN.EPOCHS", "50", "OPTIM.LR", "0.1"]
+    paper = build_schedule(load_config(None, base))
+    shifted = build_schedule(load_config(None, base + ["SCHED.EPOCH_SHIFT", "1"]))
+    for e in (0, 15, 49):
+        assert paper.lr_at(e) == pytest.approx(pcdarts_cosine_lr(e, 0.1, 50))
+        assert shifted.lr_at(e) == pytest.approx(pcdarts_cosine_lr(e + 1, 0.1, 50))
+    assert shifted.lr_at(0) == pytest.approx(0.0999013, abs=1e-7) and shifted.lr_at(49) == 0.0
+
+
+def test_staircase_warmup_is_the_scripts_lr_times_e_plus_1_over_w():
+    from common.config import load_config
+    from common.schedules import build_schedule
+
+    cfg = load_config(None, ["SCHED.NAME", "cosine", "TRAIN.EPOCHS", "50", "OPTIM.LR", "0.5", "SCHED.WARMUP_EPOCHS", "5",
+                             "SCHED.WARMUP_STYLE", "staircase"])
+    sched = build_schedule(cfg)
+    assert [sched.lr_at(e) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert sched.lr_at(4.5) == pytest.approx(0.5)          # per epoch, not per step
+    assert sched.lr_at(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 50)) / 2)

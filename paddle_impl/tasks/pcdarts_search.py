@@ -71,6 +71,7 @@ class Task(PCDartsSearch):
         # 1. w' = theta - eta * (mu * momentum + dL_train/dw + wd * theta): one SGD step, unclipped (upstream)
         loss_t, _, _ = self.loss_on(train)
         g_train = paddle.grad(loss_t, params, allow_unused=True)
+        del loss_t  # paddle keeps a graph's saved tensors while its loss lives: drop each loss once differentiated
         with paddle.no_grad():
             for (name, p), th, g in zip(self.weights, theta, g_train):
                 d = (paddle.zeros_like(th) if g is None else g) + decay[name] * th
@@ -81,6 +82,8 @@ class Task(PCDartsSearch):
         saved = [b.detach().clone() for b in self._bn_buffers()]
         loss_v, logits, y = self.loss_on(search)
         grads = paddle.grad(loss_v, self.arch + params, allow_unused=True)
+        loss_value, top1 = float(loss_v.detach()), _top1(logits, y)
+        del loss_v, logits
         dalpha = list(grads[: len(self.arch)])
         v = [paddle.zeros_like(p) if g is None else g for p, g in zip(params, grads[len(self.arch):])]
         with paddle.no_grad():
@@ -90,7 +93,7 @@ class Task(PCDartsSearch):
                 paddle.assign(th, p)
         # 3. finite-difference Hessian-vector product at theta: (dL_train(w+)/da - dL_train(w-)/da) / 2R
         implicit = self._hessian_vector(v, theta, train)
-        return ([da - eta * ig for da, ig in zip(dalpha, implicit)], float(loss_v.detach()), _top1(logits, y))
+        return [da - eta * ig for da, ig in zip(dalpha, implicit)], loss_value, top1
 
     def _hessian_vector(self, v: List[paddle.Tensor], theta: List[paddle.Tensor], train: Batch):
         norm = float(paddle.linalg.norm(paddle.stack([paddle.linalg.norm(t.flatten()) for t in v])))
@@ -113,6 +116,7 @@ class Task(PCDartsSearch):
                     paddle.assign(th + (sign * R) * d, p)
             loss, _, _ = self.loss_on(train, model=net)
             out.append(paddle.grad(loss, arch))
+            del loss
         with paddle.no_grad():
             for p, th in zip(net_params, theta64):
                 paddle.assign(th, p)
