@@ -517,7 +517,9 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
                     label = slot if opt_name == "weights" else f"{opt_name} {slot}"
                     slots[f"{pname} [{label}]"] = np.asarray(arr)
         out["optimizer_slot"] = slots
-        out["optimizer_name"] = ", ".join(f"{n}: {st.name}" for n, st in ckpt.optimizers.items()) or None
+        names = {n: st.name for n, st in ckpt.optimizers.items()}
+        out["optimizer_name"] = (names["weights"] if list(names) == ["weights"]
+                                 else ", ".join(f"{n}: {o}" for n, o in names.items()) or None)
         out["timings"]["steps"] = time.perf_counter() - t0
     return out
 
