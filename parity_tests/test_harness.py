@@ -263,7 +263,8 @@ def test_tiny_cream_float64_and_float32_parity_pass(full_result, capsys):
     for dtype in ("float64", "float32"):
         run = r.runs[dtype]
         stages = {e.stage for e in run.entries}
-        assert stages == set(harness.STAGES), sorted(set(harness.STAGES) - stages)
+        search_only = {"arch_grad", "derived"}  # the stages of a search task (parity_tests/test_pcdarts_search_parity)
+        assert stages == set(harness.STAGES) - search_only, sorted(set(harness.STAGES) - search_only - stages)
         assert run.passed, run.localisation
         assert run.first_divergence is None
         assert all(e.status in ("compared", "no_grad") for e in run.entries)
