@@ -1,16 +1,20 @@
-"""A restricted unpickler for the CIFAR ``*-python`` batch files.
+"""A restricted unpickler for the CIFAR ``*-python`` batch files (and other data pickles).
 
 The CIFAR archives ship Python pickles.  ``pickle.load`` on an untrusted file runs whatever callable the
 file names (``os.system`` included), so we read them with an allow-list: the file may rebuild numpy arrays
 and dtypes and use builtin containers, nothing else.  Any other global is refused *before* it is looked up,
 so nothing named by the file is imported or called.
+
+Other readers pass their own allow-list (possibly empty: a pickle of builtin lists, dicts, numbers and
+strings needs no global at all) and their own description of what the file should be, which the refusal
+message quotes (:func:`safe_load` ``allowed=`` / ``expected=``).  The defaults are the CIFAR ones.
 """
 from __future__ import annotations
 
 import io
 import os
 import pickle
-from typing import Any, FrozenSet, Tuple
+from typing import AbstractSet, Any, FrozenSet, Optional, Tuple
 
 # (module, name) pairs a genuine CIFAR batch needs.  numpy moved ``numpy.core`` to ``numpy._core`` in 2.0,
 # and a file records the path of the numpy that wrote it, so both spellings are allowed.
@@ -43,35 +47,50 @@ class UnsafePickleError(PickleReadError):
     """The pickle asked for a global outside the allow-list; nothing it named was imported or run."""
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` only resolves :data:`ALLOWED_GLOBALS`."""
+# What the refusal message says a CIFAR batch should be (the default of ``expected``).
+CIFAR_EXPECTED = (
+    "a CIFAR batch file may only hold numpy arrays and builtin containers; this file is not a genuine CIFAR batch"
+)
 
-    def __init__(self, file, source: str, **kwargs):
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose ``find_class`` only resolves ``allowed`` (default :data:`ALLOWED_GLOBALS`).
+
+    ``expected`` says what the file may hold and what it therefore is not; the refusal message quotes it.
+    """
+
+    def __init__(self, file, source: str, allowed: Optional[AbstractSet[Tuple[str, str]]] = None,
+                 expected: str = CIFAR_EXPECTED, **kwargs):
         super().__init__(file, **kwargs)
         self.source = source
+        self.allowed = ALLOWED_GLOBALS if allowed is None else frozenset(allowed)
+        self.expected = expected
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in ALLOWED_GLOBALS:
+        if (module, name) not in self.allowed:
             raise UnsafePickleError(
-                f"{self.source}: refusing to unpickle the global '{module}.{name}': a CIFAR batch file may only "
-                f"hold numpy arrays and builtin containers; this file is not a genuine CIFAR batch "
+                f"{self.source}: refusing to unpickle the global '{module}.{name}': {self.expected} "
                 f"(it may be malicious), so it was not loaded"
             )
         return super().find_class(module, name)
 
 
-def safe_load(path: str, encoding: str = "bytes") -> Any:
+def safe_load(path: str, encoding: str = "bytes", allowed: Optional[AbstractSet[Tuple[str, str]]] = None,
+              expected: str = CIFAR_EXPECTED) -> Any:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`.
 
     ``encoding='bytes'`` reads the Python 2 strings of the original CIFAR files as ``bytes`` (their keys are
-    ``b'data'``, ``b'labels'``).  Errors name the file.
+    ``b'data'``, ``b'labels'``).  ``allowed`` is the set of ``(module, name)`` globals the file may name
+    (default :data:`ALLOWED_GLOBALS`; an empty set allows none) and ``expected`` what the refusal message says
+    the file should be (default: a CIFAR batch).  Errors name the file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as handle:
         data = handle.read()
     try:
-        return RestrictedUnpickler(io.BytesIO(data), source=path, encoding=encoding).load()
+        return RestrictedUnpickler(io.BytesIO(data), source=path, allowed=allowed, expected=expected,
+                                   encoding=encoding).load()
     except UnsafePickleError:
         raise
     except Exception as exc:  # truncated or not a pickle at all
