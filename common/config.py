@@ -128,6 +128,13 @@ _C.SCHED.WARMUP_STYLE = "linear"
 # Epoch e uses the schedule's value at e + EPOCH_SHIFT.  1 reproduces the PC-DARTS scripts on PyTorch >= 1.1
 # (scheduler.step() at the top of the epoch: one epoch ahead, the last epoch at MIN_LR); 0 is the paper's schedule.
 _C.SCHED.EPOCH_SHIFT = 0
+# one_cycle (torch OneCycleLR, per update; OPTIM.LR is the peak): the share of updates rising to the peak, the start
+# LR = peak / DIV_FACTOR, the end LR = start / FINAL_DIV_FACTOR, and the (base, max) momentum / Adam beta1 it cycles
+# in the opposite direction (empty: no momentum cycle).
+_C.SCHED.PCT_START = 0.3
+_C.SCHED.DIV_FACTOR = 10.0
+_C.SCHED.FINAL_DIV_FACTOR = 1e4
+_C.SCHED.CYCLE_MOMENTUM = (0.85, 0.95)
 
 _C.TRAIN = CN()
 _C.TRAIN.EPOCHS = 1
@@ -185,6 +192,34 @@ _C.PCDARTS.ARCH_START_EPOCH = 15  # architecture updates from this epoch on (0-b
 _C.PCDARTS.TRAIN_PORTION = 0.5   # the first half of the training set trains the weights, the rest the architecture
 _C.PCDARTS.PLOT_CELLS = True     # a PNG of both cells after every search epoch (graphviz when installed, else matplotlib)
 
+_C.NASBENCH_MR = CN()
+# MODEL.NAME "mrnet": a network of the NAS-Bench-MR space.  CODE: a code string (31 integers, as in the benchmark's
+# search_list.txt), a JSON list of the 27 embedding integers, or the path of a code JSON file (NCP's best_code.json).
+# The default is the benchmark README's example (seg entry 508: 70.57 mIoU; 3,529,880 parameters with 1000 classes).
+_C.NASBENCH_MR.CODE = "16_64-1_1_3_128-3_2_3_3_32_48-2_3_2_3_2_16_32_16-1_4_2_4_1_1_96_112_48_80-112"
+_C.NASBENCH_MR.TASK = "classification"   # classification (pooled head, (N, classes, 1, 1)) | segmentation (1/4 maps)
+
+_C.NCP = CN()
+# MODEL.FAMILY ncp, MODEL.NAME ncp_predictor: the accuracy predictor of one benchmark table (DATA.DATASET nasbench_mr).
+# SETTING: seg | seg-4x | cls-50-1000 | cls-50-100 | cls-10-1000 | cls-10c | video | video-p | nas-bench-201.
+_C.NCP.SETTING = "seg"
+_C.NCP.TABLES = ""            # the tables' folder ("" = the project's data/nasbench_mr)
+_C.NCP.SPLIT_SEED = 233       # upstream's seed: the first 20% of RandomState(233).permutation(n) are held out
+_C.NCP.VAL_FRACTION = 0.2
+# `search` (NCP: gradient steps on the code through the predictor of MODEL.WEIGHTS; common/ncp_search.py):
+_C.NCP.START = ""             # the start code ("" = upstream's: every count 2, every width 64)
+_C.NCP.ITERS = 70
+_C.NCP.LR = 3.0               # z <- z + LR * grad(sum of weight x normalised prediction)
+# 'metric=weight' terms of the main predictor; positive raises, negative lowers.  Empty = upstream's seg/cls run with
+# its FLOPs term: the main metric at 1 and flops at -0.5.
+_C.NCP.OBJECTIVES = ()
+# Other tasks' predictors joined into the objective, 'CHECKPOINT@SETTING=WEIGHT' (their main metric), e.g.
+# ["runs/ncp_predictor_video/best.safetensors@video=0.5"]: the paper's inter-task search.
+_C.NCP.EXTRA_PREDICTORS = ()
+_C.NCP.MAX_FLOPS = 0.0        # budget in GMACs (benchmark counting); 0 = none; the returned code respects it
+_C.NCP.MAX_PARAMS = 0.0       # budget in millions of parameters; 0 = none
+_C.NCP.BUDGET_WEIGHT = 1.0    # extra weight pushing a cost down while the rounded code is over its budget
+
 _C.PARITY = CN()
 _C.PARITY.BACKENDS = ("torch", "paddle")
 _C.PARITY.DTYPES = ("float64", "float32")
@@ -218,17 +253,22 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "DEVICE": ("cpu", "gpu"),
     "DTYPE": ("float32", "float64"),
     "MODEL.FAMILY": family_names(),  # the registry in common/families.py
-    "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic"),
+    "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic", "nasbench_mr"),
     "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
     "AUG.INTERPOLATION": ("random", "bilinear", "bicubic", "nearest"),
     "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
-    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear"),
+    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear", "one_cycle"),
     "OPTIM.UNUSED_GRADS": ("skip", "zero"),
     "ARCH_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "ARCH_OPTIM.UNUSED_GRADS": ("skip", "zero"),
     "PCDARTS.HVP": ("finite_difference", "finite_difference_float64"),
     "SCHED.WARMUP_STYLE": ("linear", "staircase"),
+    "NASBENCH_MR.TASK": ("classification", "segmentation"),
 }
+
+
+#: text keys that also take a YAML list (an architecture code as its integers); stored as JSON text
+CODE_KEYS = ("NASBENCH_MR.CODE", "NCP.START")
 
 
 def register_enum(key: str, allowed: Sequence[Any]) -> None:
@@ -342,6 +382,18 @@ def validate(cfg: CN, source: str) -> None:
         ("PCDARTS.TRAIN_PORTION", lambda v: finite(v) and 0.0 < v < 1.0,
          "must be in (0, 1) (the share of the training set that trains the weights)"),
         ("SCHED.EPOCH_SHIFT", lambda v: v >= 0, "must be >= 0 (epochs the schedule runs ahead)"),
+        ("SCHED.PCT_START", lambda v: finite(v) and 0.0 < v < 1.0, "must be in (0, 1) (the rising share of one_cycle)"),
+        ("SCHED.DIV_FACTOR", positive, "must be > 0"),
+        ("SCHED.FINAL_DIV_FACTOR", positive, "must be > 0"),
+        ("SCHED.CYCLE_MOMENTUM", lambda v: len(v) == 0 or (len(v) == 2 and all(unit_open(x) for x in v)),
+         "must be empty (no momentum cycle) or two values (base, max) in [0, 1)"),
+        ("NCP.SPLIT_SEED", lambda v: v >= 0, "must be >= 0"),
+        ("NCP.VAL_FRACTION", lambda v: finite(v) and 0.0 < v < 1.0, "must be in (0, 1) (the held-out share)"),
+        ("NCP.ITERS", lambda v: v >= 1, "must be >= 1"),
+        ("NCP.LR", positive, "must be > 0 (the step on the normalised code)"),
+        ("NCP.MAX_FLOPS", nonneg, "must be >= 0 (GMACs; 0 = no budget)"),
+        ("NCP.MAX_PARAMS", nonneg, "must be >= 0 (millions; 0 = no budget)"),
+        ("NCP.BUDGET_WEIGHT", nonneg, "must be >= 0"),
         ("TRAIN.EMA_DECAY", unit_open, "must be in [0, 1)"),
         ("TRAIN.LABEL_SMOOTHING", unit_open, "must be in [0, 1)"),
         ("TRAIN.AUX_WEIGHT", nonneg, "must be >= 0"),
@@ -494,6 +546,10 @@ def _coerce(current: Any, value: Any, key: str, source: str) -> Any:
     elif isinstance(current, str):
         if isinstance(value, str):
             return value
+        if key in CODE_KEYS and isinstance(value, (list, tuple)):  # a code written as a list of integers
+            import json
+
+            return json.dumps(list(value))
     elif isinstance(current, (tuple, list)):
         if isinstance(value, str) and value.strip().startswith("["):  # a list written as a quoted string
             try:

@@ -17,8 +17,8 @@ library contract"); torch's semantics are the reference.  What this file changes
 * depthwise convs use the grouped ``conv2d`` op on CPU (``depthwise_conv2d`` has no CPU double grad);
 * ``AvgPool2d``: paddle's pool2d backward scales in float32 even for float64, and ``exclusive=False`` with
   bottom/right-only padding divides by a wrong count; those cases sum with a ones-kernel conv instead;
-* float64 bilinear ``Upsample`` uses float64 interpolation tables (Paddle's kernel computes coordinates in
-  float32, 1e-6 off in float64; float32 inputs use the native kernel).
+* float64 bilinear ``Upsample`` / ``resize_bilinear`` use float64 interpolation tables (Paddle's kernel computes
+  coordinates in float32, 1e-6 off in float64; float32 inputs use the native kernel).
 
 Max pooling has no double grad in paddle (kernel: "only supports avgpool"); nothing here works around that.
 
@@ -55,10 +55,11 @@ from common.op_args import valid_counts_1d as _valid_counts_1d
 from common.padding import same_pad_2d
 
 __all__ = [
+    "BatchNorm1d",
     "BatchNorm2d", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d",
     "ReLU", "ReLU6", "Swish", "HardSigmoid", "Sigmoid", "Identity", "Zero",
     "SqueezeExcite", "SeparableConv2d", "ReLUConvBN", "SepConv", "DilConv", "FactorizedReduce",
-    "DropPath", "Dropout", "ChannelShuffle", "channel_shuffle", "Upsample", "pad_same",
+    "DropPath", "Dropout", "ChannelShuffle", "channel_shuffle", "Upsample", "resize_bilinear", "pad_same",
     "create_act", "hard_sigmoid", "named_param_kinds", "attach_mask_source",
 ]
 
@@ -197,6 +198,14 @@ class BatchNorm2d(nn.BatchNorm2D):
     def extra_repr(self) -> str:
         return (f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum} (torch), "
                 f"affine={self.affine}")
+
+
+class BatchNorm1d(BatchNorm2d):
+    """BatchNorm over the features of ``[N, C]`` inputs (torch ``BatchNorm1d``): the 2-D layer on ``[N, C, 1, 1]``,
+    so the statistics, the momentum convention and the state names are :class:`BatchNorm2d`'s."""
+
+    def forward(self, x):
+        return super().forward(x.reshape([x.shape[0], x.shape[1], 1, 1])).reshape(x.shape)
 
 
 class Conv2d(nn.Conv2D):
@@ -642,6 +651,27 @@ def _linear_axis(in_size: int, out_size: int, align_corners: bool, scale_factor:
     return i0, i1, 1.0 - w1, w1
 
 
+def _bilinear_tables(h: int, w: int, oh: int, ow: int, align_corners: bool, scale_factors, place) -> tuple:
+    """float64 index and weight tensors of a bilinear resize (h, w) -> (oh, ow) with torch's source-index rule."""
+    ih0, ih1, hw0, hw1 = _linear_axis(h, oh, align_corners, scale_factors[0])
+    iw0, iw1, ww0, ww1 = _linear_axis(w, ow, align_corners, scale_factors[1])
+    return (
+        paddle.to_tensor(iw0, place=place), paddle.to_tensor(iw1, place=place),
+        paddle.to_tensor(ww0.reshape(1, 1, 1, ow), place=place),
+        paddle.to_tensor(ww1.reshape(1, 1, 1, ow), place=place),
+        paddle.to_tensor(ih0, place=place), paddle.to_tensor(ih1, place=place),
+        paddle.to_tensor(hw0.reshape(1, 1, oh, 1), place=place),
+        paddle.to_tensor(hw1.reshape(1, 1, oh, 1), place=place),
+    )
+
+
+def _bilinear_from_tables(x: paddle.Tensor, tables: tuple) -> paddle.Tensor:
+    iw0, iw1, ww0, ww1, ih0, ih1, hw0, hw1 = tables
+    # torch's order: h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11)
+    cols = paddle.index_select(x, iw0, axis=3) * ww0 + paddle.index_select(x, iw1, axis=3) * ww1
+    return paddle.index_select(cols, ih0, axis=2) * hw0 + paddle.index_select(cols, ih1, axis=2) * hw1
+
+
 class Upsample(nn.Layer):
     """``Upsample(size=None, scale_factor=None, mode='nearest', align_corners=False)``.
 
@@ -681,22 +711,8 @@ class Upsample(nn.Layer):
             oh, ow = self._out_size(h, w)
             sf = (None, None) if self.scale_factor is None else (
                 self.scale_factor if isinstance(self.scale_factor, tuple) else (self.scale_factor,) * 2)
-            ih0, ih1, hw0, hw1 = _linear_axis(h, oh, self.align_corners, sf[0])
-            iw0, iw1, ww0, ww1 = _linear_axis(w, ow, self.align_corners, sf[1])
-            place = x.place
-            tables = (
-                paddle.to_tensor(iw0, place=place), paddle.to_tensor(iw1, place=place),
-                paddle.to_tensor(ww0.reshape(1, 1, 1, ow), place=place),
-                paddle.to_tensor(ww1.reshape(1, 1, 1, ow), place=place),
-                paddle.to_tensor(ih0, place=place), paddle.to_tensor(ih1, place=place),
-                paddle.to_tensor(hw0.reshape(1, 1, oh, 1), place=place),
-                paddle.to_tensor(hw1.reshape(1, 1, oh, 1), place=place),
-            )
-            self._tables[(h, w)] = tables
-        iw0, iw1, ww0, ww1, ih0, ih1, hw0, hw1 = tables
-        # torch's order: h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11)
-        cols = paddle.index_select(x, iw0, axis=3) * ww0 + paddle.index_select(x, iw1, axis=3) * ww1
-        return paddle.index_select(cols, ih0, axis=2) * hw0 + paddle.index_select(cols, ih1, axis=2) * hw1
+            tables = self._tables[(h, w)] = _bilinear_tables(h, w, oh, ow, self.align_corners, sf, x.place)
+        return _bilinear_from_tables(x, tables)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if self.mode == "bilinear":
@@ -708,6 +724,24 @@ class Upsample(nn.Layer):
     def extra_repr(self) -> str:
         return (f"size={self.size}, scale_factor={self.scale_factor}, mode={self.mode}, "
                 f"align_corners={self.align_corners}")
+
+
+_RESIZE_TABLES: Dict[tuple, tuple] = {}
+
+
+def resize_bilinear(x: paddle.Tensor, size, align_corners: bool = False) -> paddle.Tensor:
+    """Bilinear resize of an NCHW tensor to ``size`` = ``(h, w)`` (read at run time, e.g. another tensor's size):
+    ``Upsample(size, mode='bilinear')``'s formula, for up- and downsampling alike, without antialiasing
+    (``align_mode=0``: torch's half-pixel rule); float64 through float64 tables (cached per sizes and place)."""
+    oh, ow = _pair(size, "size")
+    if x.dtype == paddle.float64:
+        h, w = x.shape[2], x.shape[3]
+        key = (h, w, oh, ow, bool(align_corners), str(x.place))
+        tables = _RESIZE_TABLES.get(key)
+        if tables is None:
+            tables = _RESIZE_TABLES[key] = _bilinear_tables(h, w, oh, ow, bool(align_corners), (None, None), x.place)
+        return _bilinear_from_tables(x, tables)
+    return F.interpolate(x, [oh, ow], None, "bilinear", bool(align_corners), align_mode=0)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from common.config import get_default_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "tools", "main.py")
 COMMANDS = ["train", "search", "test", "infer", "convert", "parity", "bench", "info"]
@@ -40,12 +42,20 @@ def test_bad_override_is_named_before_work():
     assert "OPTIM.NAME" in out.stderr and "lion" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_family_not_built_yet_says_so(tmp_path):
-    cfg = tmp_path / "nb.yaml"
-    cfg.write_text("MODEL:\n  FAMILY: nasbench_mr\n")
-    out = cli("info", str(cfg))
-    assert out.returncode == 2
-    assert "nasbench_mr" in out.stderr and "not built yet" in out.stderr
+def test_family_not_built_yet_says_so(monkeypatch):
+    """A registered family whose spec module does not exist yet is named as not built, not a traceback."""
+    from common import families
+    from tools import commands
+
+    future = families.Family("future_nas", "A family still to come", "common.specs.future_nas")
+    monkeypatch.setattr(families, "FAMILIES", {**families.FAMILIES, future.name: future})
+    with pytest.raises(families.FamilyNotAvailable, match="'future_nas'.*not built yet"):
+        families.spec_module("future_nas")
+    cfg = get_default_config()
+    cfg.defrost()
+    cfg.MODEL.FAMILY = "future_nas"
+    with pytest.raises(commands.UserError, match="not built yet"):
+        commands.spec_for(cfg)
 
 
 def test_dataset_with_more_classes_than_the_head_is_named_before_work(tmp_path):

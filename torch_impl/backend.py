@@ -93,10 +93,13 @@ class Backend:
         return tensor.detach().cpu().numpy()
 
     def eval_logits(self, model, images: np.ndarray) -> np.ndarray:
+        """The model's eval-mode output as numpy; a trailing 1x1 map (``[N, C, 1, 1]``) flattened to ``[N, C]``."""
+        from torch_impl.tasks.classification import class_logits
+
         if model.training:  # switching modes walks every submodule; do it only when needed
             model.eval()
         with torch.no_grad():
-            return self.to_numpy(model(self.to_tensor(images)))
+            return self.to_numpy(class_logits(model(self.to_tensor(images))))
 
     def describe(self) -> str:
         return f"torch {torch.__version__} on {self.device} ({self.dtype_name}, {torch.get_num_threads()} threads)"

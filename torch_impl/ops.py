@@ -43,10 +43,11 @@ from common.op_args import valid_counts_1d as _valid_counts_1d
 from common.padding import same_pad_2d
 
 __all__ = [
+    "BatchNorm1d",
     "BatchNorm2d", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d",
     "ReLU", "ReLU6", "Swish", "HardSigmoid", "Sigmoid", "Identity", "Zero",
     "SqueezeExcite", "SeparableConv2d", "ReLUConvBN", "SepConv", "DilConv", "FactorizedReduce",
-    "DropPath", "Dropout", "ChannelShuffle", "channel_shuffle", "Upsample", "pad_same",
+    "DropPath", "Dropout", "ChannelShuffle", "channel_shuffle", "Upsample", "resize_bilinear", "pad_same",
     "create_act", "hard_sigmoid", "named_param_kinds", "attach_mask_source",
 ]
 
@@ -104,6 +105,14 @@ class BatchNorm2d(nn.BatchNorm2d):
         if momentum is None or not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1] (torch convention), got {momentum!r}")
         super().__init__(num_features, eps=float(eps), momentum=float(momentum), affine=bool(affine))
+
+
+class BatchNorm1d(BatchNorm2d):
+    """BatchNorm over the features of ``[N, C]`` inputs (torch ``BatchNorm1d``): the 2-D layer on ``[N, C, 1, 1]``,
+    so the statistics, the momentum convention and the state names are :class:`BatchNorm2d`'s."""
+
+    def forward(self, x):
+        return super().forward(x.reshape(x.shape[0], x.shape[1], 1, 1)).reshape(x.shape)
 
 
 class Conv2d(nn.Conv2d):
@@ -527,6 +536,12 @@ class Upsample(nn.Module):
     def extra_repr(self) -> str:
         return (f"size={self.size}, scale_factor={self.scale_factor}, mode={self.mode}, "
                 f"align_corners={self.align_corners}")
+
+
+def resize_bilinear(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of an NCHW tensor to ``size`` = ``(h, w)`` (read at run time, e.g. another tensor's size):
+    ``Upsample(size, mode='bilinear')``'s formula, for up- and downsampling alike, without antialiasing."""
+    return F.interpolate(x, size=_pair(size, "size"), mode="bilinear", align_corners=bool(align_corners))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,9 +16,19 @@ from common.tasks.classification import Classification
 from torch_impl import layout, losses, ops, optim
 
 
+def class_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``[N, C]`` logits: a head that keeps a trailing 1x1 map (NAS-Bench-MR's pooled 1x1-conv classifier gives
+    ``[N, C, 1, 1]``) is flattened; any other shape is returned as it is."""
+    if logits.ndim == 4 and logits.shape[2] == 1 and logits.shape[3] == 1:
+        return logits.flatten(1)
+    return logits
+
+
 def compose_loss(out, labels: torch.Tensor, label_smoothing: float = 0.0, aux_weight: float = 0.0):
-    """``(loss, logits)`` of a model output: cross-entropy (label smoothing) + ``aux_weight`` x the aux head's."""
+    """``(loss, logits)`` of a model output: cross-entropy (label smoothing) + ``aux_weight`` x the aux head's;
+    ``[N, C, 1, 1]`` logits are flattened to ``[N, C]`` first (:func:`class_logits`)."""
     logits, aux = out if isinstance(out, tuple) else (out, None)
+    logits = class_logits(logits)
     loss = losses.cross_entropy(logits, labels, label_smoothing)
     if aux is not None and aux_weight:
         loss = loss + aux_weight * losses.cross_entropy(aux, labels, label_smoothing)
@@ -93,7 +103,7 @@ def eval_sums(backend, model, images: np.ndarray, labels: np.ndarray, topk: int)
     with torch.no_grad():
         x = backend.to_tensor(images)
         y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(x.device)
-        logits = model(x)
+        logits = class_logits(model(x))
         n = int(y.shape[0])
         bad = int((~torch.isfinite(logits).all(dim=1)).sum())
         loss = losses.cross_entropy(logits, y)
