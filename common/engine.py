@@ -274,6 +274,10 @@ class Loop:
             short = min(self.streams, key=lambda n: len(self.streams[n]))
             raise TrainingError(f"the {short!r} data stream gives no full batch of {cfg.DATA.BATCH_SIZE} images "
                                 f"({len(self.streams[short].dataset)} samples, DATA.DROP_LAST {cfg.DATA.DROP_LAST})")
+        for schedule in self.schedules.values():  # a per-update schedule (one_cycle) counts updates
+            bind = getattr(schedule, "bind_steps", None)
+            if bind is not None:
+                bind(self.steps_per_epoch)
         iterations = int(getattr(train, "ITERATIONS", 0) or 0)
         self.total_steps = iterations if iterations > 0 else int(train.EPOCHS) * self.steps_per_epoch
         self.epochs = -(-self.total_steps // self.steps_per_epoch)
@@ -321,6 +325,16 @@ class Loop:
         t = epoch + step / self.steps_per_epoch if self.cfg.SCHED.PER_STEP else epoch
         return {name: float(schedule(t)) for name, schedule in self.schedules.items()}
 
+    def momenta(self, epoch: int, step: int) -> Dict[str, float]:
+        """The momentum (Adam beta1) of each optimizer whose schedule cycles one (one_cycle), for this step."""
+        out = {}
+        for name, schedule in self.schedules.items():
+            at = getattr(schedule, "momentum_at", None)
+            value = at(epoch + step / self.steps_per_epoch) if at is not None else None
+            if value is not None:
+                out[name] = float(value)
+        return out
+
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
         from tqdm import tqdm
 
@@ -341,6 +355,9 @@ class Loop:
             for step in range(steps):
                 batches = {name: next(it) for name, it in iterators.items()}
                 self.lrs = self.learning_rates(epoch, step)
+                momenta = self.momenta(epoch, step)
+                if momenta:
+                    task.set_momenta(momenta)
                 batches = {name: (images, labels + self.label_offset) for name, (images, labels) in batches.items()}
                 try:
                     stats = self.run_step(batches, self.lrs, self.global_step)
@@ -392,7 +409,8 @@ class Loop:
     def save_epoch(self, epoch: int, row: Dict[str, Any]) -> None:
         key = self.task.score_key()
         score = row.get(key) if key else None
-        improved = score is not None and (self.best is None or score > self.best)
+        better = (lambda a, b: a < b) if self.task.score_mode == "min" else (lambda a, b: a > b)
+        improved = score is not None and (self.best is None or better(score, self.best))
         if improved:
             self.best = score
         row["_best"] = improved
@@ -596,7 +614,8 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None, initial:
 
 def test(cfg, backend, model, run_dir: str, label_offset: int = 0, dataset=None,
          kind: str = "classification") -> int:
-    """Top-1/top-5 of ``model`` on the validation split; writes ``test_results.json``.  Dataset label k is
+    """The task's metrics of ``model`` on the validation split (top-1/top-5 for a classifier); writes
+    ``test_results.json``.  Dataset label k is
     scored against logit k + ``label_offset`` (PNASNet's 1001-class TF head: 1)."""
     import json
 
@@ -616,8 +635,12 @@ def test(cfg, backend, model, run_dir: str, label_offset: int = 0, dataset=None,
                    "crop_pct": cfg.DATA.CROP_PCT})
     path = os.path.join(run_dir, "test_results.json")
     atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False))
-    logger.info(f"top-1 {result['top1']:.3f}%  top-5 {result['top5']:.3f}%  on {result['images']} images "
-                f"({result['seconds']:.1f}s) -> {path}")
+    if "top1" in result:
+        logger.info(f"top-1 {result['top1']:.3f}%  top-5 {result['top5']:.3f}%  on {result['images']} images "
+                    f"({result['seconds']:.1f}s) -> {path}")
+    else:  # a task with other metrics (the NCP predictor: MAE, Kendall tau, Spearman rho per metric)
+        shown = "  ".join(f"{k} {result[k]:.4g}" for k in task.eval_stats if k in result)
+        logger.info(f"{shown}  on {result['images']} samples ({result['seconds']:.1f}s) -> {path}")
     return 0
 
 

@@ -72,6 +72,23 @@ def slots_of(name: str, hyper: Mapping[str, Any]) -> Tuple[str, ...]:
     raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(CLASS_NAMES)}")
 
 
+
+def with_momentum(name: str, hyper: Mapping[str, Any], value: float) -> Dict[str, Any]:
+    """``hyper`` with the momentum a momentum-cycling schedule sets (``one_cycle``): Adam/AdamW ``betas[0]``,
+    SGD/RMSprop ``momentum`` (which must already be > 0: the momentum buffer exists from the first step)."""
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{CLASS_NAMES[name]}: a cycled momentum must be in [0, 1), got {value!r}")
+    out = dict(hyper)
+    if "betas" in out:
+        out["betas"] = (value, out["betas"][1])
+    elif out.get("momentum", 0.0) > 0:
+        out["momentum"] = value
+    else:
+        raise ValueError(f"{CLASS_NAMES[name]}: the schedule cycles the momentum but the optimizer has none; set its "
+                         "MOMENTUM > 0 or SCHED.CYCLE_MOMENTUM []")
+    return out
+
 # Initial value of a slot at a parameter's first step (SGD momentum is special: buf = g).
 SLOT_INIT = {"square_avg": {"rmsprop_tf": 1.0, "rmsprop": 0.0}, "momentum": 0.0, "exp_avg": 0.0, "exp_avg_sq": 0.0}
 

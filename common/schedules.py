@@ -55,7 +55,7 @@ __all__ = [
     "CosineSchedule",
     "LinearSchedule",
     "build_schedule",
-    "SCHEDULE_NAMES", "PCDartsLinearSchedule",
+    "SCHEDULE_NAMES", "PCDartsLinearSchedule", "OneCycleSchedule",
 ]
 
 
@@ -283,7 +283,79 @@ class PCDartsLinearSchedule(Schedule):
         return pcdarts_imagenet_linear_lr(int(t), self.base_lr, self.epochs, self.own_warmup, warmup=self.own_warmup > 0)
 
 
-SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear")
+SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear", "one_cycle")
+
+
+class OneCycleSchedule(Schedule):
+    """torch ``OneCycleLR`` (two phases, cosine annealing), stepped per update, with its momentum cycle.
+
+    Over ``T = epochs * steps_per_epoch`` updates, update ``k`` (0-based) uses, with phase ends ``a = pct_start * T - 1``
+    and ``b = T - 1`` (torch's float phase ends): for ``k <= a`` the LR anneals from ``lr / div_factor`` up to ``lr``
+    and the momentum from ``max_momentum`` down to ``base_momentum``; after it, the LR anneals to
+    ``lr / (div_factor * final_div_factor)`` and the momentum back up; each by ``end + (start - end) * (1 + cos(pi *
+    x)) / 2`` with ``x`` the position inside the phase.  The momentum is Adam's beta1 (SGD's momentum);
+    ``momentum_at(t)`` gives it and ``engine.Loop`` hands it to the optimizer before each update.
+    The loop tells the schedule its ``steps_per_epoch`` (:meth:`bind_steps`) before the first update."""
+
+    name = "one_cycle"
+
+    def __init__(self, lr: float, epochs: float, pct_start: float = 0.3, div_factor: float = 10.0,
+                 final_div_factor: float = 1e4, momenta: Sequence[float] = (0.85, 0.95), **kw: Any):
+        kw["per_step"] = True
+        super().__init__(lr, **kw)
+        if epochs <= 0:
+            raise ValueError(f"{self.name} schedule: TRAIN.EPOCHS = {epochs!r} must be > 0")
+        if not 0.0 < pct_start < 1.0:
+            raise ValueError(f"SCHED.PCT_START = {pct_start!r} must be in (0, 1)")
+        if div_factor <= 0 or final_div_factor <= 0:
+            raise ValueError(f"SCHED.DIV_FACTOR / SCHED.FINAL_DIV_FACTOR = {div_factor!r} / {final_div_factor!r} "
+                             "must be > 0")
+        if self.warmup_epochs:
+            raise ValueError("SCHED.NAME one_cycle has its own warm-up phase (SCHED.PCT_START): set "
+                             "SCHED.WARMUP_EPOCHS 0")
+        self.epochs = float(epochs)
+        self.pct_start = float(pct_start)
+        self.div_factor = float(div_factor)
+        self.final_div_factor = float(final_div_factor)
+        self.momenta = tuple(float(m) for m in momenta)
+        if self.momenta and (len(self.momenta) != 2 or not all(0.0 <= m < 1.0 for m in self.momenta)):
+            raise ValueError(f"SCHED.CYCLE_MOMENTUM = {list(momenta)!r} must be empty (no momentum cycle) or two "
+                             "values (base, max) in [0, 1)")
+        self.steps_per_epoch: Optional[int] = None
+
+    def bind_steps(self, steps_per_epoch: int) -> None:
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"{self.name} schedule: steps_per_epoch = {steps_per_epoch!r} must be >= 1")
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def _phase(self, t: float) -> Tuple[int, float]:
+        if self.steps_per_epoch is None:
+            raise ValueError("the one_cycle schedule needs the steps per epoch (bind_steps) before its first use")
+        total = self.epochs * self.steps_per_epoch
+        k = round(t * self.steps_per_epoch)
+        first_end = self.pct_start * total - 1
+        if k <= first_end:
+            return 0, k / first_end if first_end > 0 else 1.0
+        return 1, (k - first_end) / (total - 1 - first_end)
+
+    @staticmethod
+    def _anneal(start: float, end: float, x: float) -> float:
+        return end + (start - end) / 2.0 * (math.cos(math.pi * x) + 1)
+
+    def main(self, t: float) -> float:
+        phase, x = self._phase(t)
+        initial = self.base_lr / self.div_factor
+        if phase == 0:
+            return self._anneal(initial, self.base_lr, x)
+        return self._anneal(self.base_lr, initial / self.final_div_factor, x)
+
+    def momentum_at(self, t: float) -> Optional[float]:
+        """The momentum (beta1) of the update at ``t``; None without a momentum cycle."""
+        if not self.momenta:
+            return None
+        base, top = self.momenta
+        phase, x = self._phase(float(t))
+        return self._anneal(top, base, x) if phase == 0 else self._anneal(base, top, x)
 
 
 def _cfg_get(node: Any, key: str, default: Any) -> Any:
@@ -342,4 +414,12 @@ def build_schedule(cfg: Any) -> Schedule:
             raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
         return PCDartsLinearSchedule(lr, epochs, warmup_epochs=common["warmup_epochs"], per_step=False,
                                      epoch_shift=common["epoch_shift"])
+    if name == "one_cycle":  # OPTIM.LR is the peak (torch max_lr)
+        if epochs <= 0:
+            raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
+        return OneCycleSchedule(lr, epochs, float(_cfg_get(sched, "PCT_START", 0.3)),
+                                float(_cfg_get(sched, "DIV_FACTOR", 10.0)),
+                                float(_cfg_get(sched, "FINAL_DIV_FACTOR", 1e4)),
+                                tuple(_cfg_get(sched, "CYCLE_MOMENTUM", (0.85, 0.95))),
+                                warmup_epochs=common["warmup_epochs"])
     raise ValueError(f"SCHED.NAME = {name!r} is not one of {list(SCHEDULE_NAMES)}")

@@ -107,6 +107,10 @@ class _TwinOptimizer:
         self.grad_clip = 0.0
 
     # ------------------------------------------------------------------ public API
+    def set_momentum(self, value: float) -> None:
+        """The momentum of the coming updates (a momentum-cycling schedule): Adam beta1, SGD / RMSprop momentum."""
+        self.hyper = ref.with_momentum(self.NAME, self.hyper, value)
+
     def zero_grad(self) -> None:
         """Drop every gradient (torch ``set_to_none``): a parameter the next backward does not reach has none."""
         for p in self._params.values():

@@ -250,3 +250,41 @@ def test_staircase_warmup_is_the_scripts_lr_times_e_plus_1_over_w():
     assert [sched.lr_at(e) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     assert sched.lr_at(4.5) == pytest.approx(0.5)          # per epoch, not per step
     assert sched.lr_at(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 50)) / 2)
+
+
+@pytest.mark.parametrize("epochs,steps", [(3, 7), (200, 16), (1, 5)])
+def test_one_cycle_equals_torch_one_cycle_lr_and_its_momentum(epochs, steps):
+    """``one_cycle`` is torch's OneCycleLR (cosine, two phases) update by update, Adam's beta1 cycle included
+    (NCP's predictor recipe: peak 1e-2, 30% rising, div 10, final div 1e4, beta1 0.85..0.95)."""
+    torch = pytest.importorskip("torch")
+    cfg = get_default_config()
+    merge_overrides(cfg, ["SCHED.NAME", "one_cycle", "OPTIM.LR", "0.01", "TRAIN.EPOCHS", str(epochs)])
+    sched = S.build_schedule(cfg)
+    sched.bind_steps(steps)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=0.01)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=epochs * steps, pct_start=0.3,
+                                              div_factor=10.0, final_div_factor=1e4, base_momentum=0.85,
+                                              max_momentum=0.95)
+    for k in range(epochs * steps):
+        t = (k // steps) + (k % steps) / steps
+        group = opt.param_groups[0]
+        assert sched(t) == pytest.approx(group["lr"], rel=1e-12, abs=1e-18), k
+        assert sched.momentum_at(t) == pytest.approx(group["betas"][0], rel=1e-12), k
+        opt.step()
+        ref.step()
+
+
+def test_one_cycle_needs_its_steps_and_refuses_a_warmup():
+    cfg = get_default_config()
+    merge_overrides(cfg, ["SCHED.NAME", "one_cycle", "TRAIN.EPOCHS", "4"])
+    sched = S.build_schedule(cfg)
+    with pytest.raises(ValueError, match="steps per epoch"):
+        sched(0.0)
+    merge_overrides(cfg, ["SCHED.WARMUP_EPOCHS", "1"])
+    with pytest.raises(ValueError, match="SCHED.WARMUP_EPOCHS 0"):
+        S.build_schedule(cfg)
+    merge_overrides(cfg, ["SCHED.WARMUP_EPOCHS", "0", "SCHED.CYCLE_MOMENTUM", "[]"])
+    sched = S.build_schedule(cfg)
+    sched.bind_steps(3)
+    assert sched.momentum_at(1.0) is None

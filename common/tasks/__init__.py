@@ -57,6 +57,9 @@ class TaskBase:
         """The metric that decides ``best`` (higher is better), or None when the task keeps no best."""
         return None
 
+    #: whether a higher (``max``) or a lower (``min``, an error) :meth:`score_key` value is better
+    score_mode: str = "max"
+
     def lr_fields(self) -> List[str]:
         """metrics.csv columns of the learning rates: ``lr`` for the weights, ``lr_<name>`` for the others."""
         return ["lr" if name == "weights" else f"lr_{name}" for name in self.optimizer_nodes]
@@ -124,6 +127,12 @@ class TaskBase:
     # ------------------------------------------------------------------------------------------ hooks with defaults
     def start_epoch(self, epoch: int) -> None:
         """Called before the first step of every epoch (a search re-samples, a schedule moves)."""
+
+    def set_momenta(self, momenta: Mapping[str, float]) -> None:
+        """The momentum (Adam beta1, SGD momentum) of the coming update, per optimizer, from a schedule that cycles
+        it (``one_cycle``)."""
+        for name, value in momenta.items():
+            self.optimizers[name].set_momentum(value)
 
     def epoch_end(self, epoch: int) -> Dict[str, Any]:
         """Numbers for :meth:`extra_fields`, and under ``"_log"`` lines for the log (a genotype); called after the
