@@ -91,6 +91,8 @@ def _full_dataset(cfg, split: str):
         tf_eval = not train and data.INTERPOLATION == "tf_bilinear"
         return ds.ImageFolder(path, channels=data.CHANNELS, classes=classes,
                               decoder=decode_like_tensorflow if tf_eval else None)
+    if name == "nasbench_mr":  # the predictor's rows: (code, z-scored metrics) of the NCP.SETTING table
+        return ds.TableDataset.from_config(cfg, split)
     if name == "synthetic":
         return ds.SyntheticDataset(
             num_samples=data.SYNTHETIC_SAMPLES,
@@ -100,7 +102,8 @@ def _full_dataset(cfg, split: str):
             seed=_split_seed(cfg.SEED, split, purpose=1),
         )
     raise ds.DataError(
-        f"DATA.DATASET = {name!r} is not one of builtin_digits, cifar10, cifar100, imagefolder, synthetic")
+        f"DATA.DATASET = {name!r} is not one of builtin_digits, cifar10, cifar100, imagefolder, synthetic, "
+        "nasbench_mr")
 
 
 def build_dataset(cfg, split: str, verify: Optional[bool] = None):
@@ -136,6 +139,8 @@ def build_transform(cfg, split: str) -> Compose:
     """The per-sample pipeline ``(uint8 HWC, rng) -> float32 CHW`` for ``split``."""
     _check_split(split)
     data, aug = cfg.DATA, cfg.AUG
+    if data.DATASET == "nasbench_mr":  # table rows are numbers, not images
+        return None
     size = int(data.IMAGE_SIZE)
     if split == "val":
         if data.INTERPOLATION == "tf_bilinear":

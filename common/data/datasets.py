@@ -111,11 +111,11 @@ class Subset:
     def __init__(self, dataset, indices: Sequence[int]):
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.classes = dataset.classes
+        self.classes = getattr(dataset, "classes", None)  # None: rows without classes (a benchmark table)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def num_classes(self) -> Optional[int]:
+        return None if self.classes is None else len(self.classes)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -425,6 +425,34 @@ class DigitsDataset:
 
 
 # ------------------------------------------------------------------------------------------ synthetic
+class TableDataset:
+    """Rows of a NAS-Bench-MR / NAS-Bench-201 table for the NCP predictor: ``(code float32[d], z-scored metrics
+    float32[m])``, the metrics normalised with the statistics of the whole table (ddof 0, upstream's).  The split is
+    upstream's: the first ``val_fraction`` of ``RandomState(seed).permutation(n)`` are ``val``, the rest ``train``."""
+
+    def __init__(self, setting: str, split: str, root: str = "", seed: int = 233, val_fraction: float = 0.2):
+        from common.data import nasbench_mr as tables
+
+        table = tables.load_table(setting, root or None)
+        mean, std = tables.zscore_stats(table.targets)
+        train_idx, val_idx = tables.split_indices(len(table.features), seed=seed, val_fraction=val_fraction)
+        self.indices = np.asarray(train_idx if split == "train" else val_idx)
+        self.features = np.ascontiguousarray(table.features[self.indices], dtype=np.float32)
+        self.targets = np.ascontiguousarray((table.targets[self.indices] - mean) / std, dtype=np.float32)
+        self.setting, self.split = setting, split
+
+    @classmethod
+    def from_config(cls, cfg, split: str) -> "TableDataset":
+        node = cfg.NCP
+        return cls(str(node.SETTING), split, str(node.TABLES), int(node.SPLIT_SEED), float(node.VAL_FRACTION))
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        return self.features[index], self.targets[index]
+
+
 class SyntheticDataset:
     """Seeded random ``uint8`` images and labels, generated on access (shape-only tests, benchmarks).
 

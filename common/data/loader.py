@@ -68,7 +68,9 @@ def load_batch(dataset, transform: Optional[Callable], seed: int, epoch: int, in
             f"the transform must return float32 (C, H, W) arrays, got {stacked.dtype} {stacked.shape[1:]}; "
             f"end the pipeline with ToNormalizedFloat"
         )
-    return stacked, np.asarray(labels, dtype=np.int64)
+    targets = np.asarray(labels)
+    # class labels are int64; regression targets (a benchmark table's metrics) stay float32
+    return stacked, targets.astype(np.float32 if targets.dtype.kind == "f" else np.int64)
 
 
 # Worker-process state: set once per process by the pool initializer (inherited, not pickled, under fork).
