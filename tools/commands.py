@@ -1,6 +1,7 @@
 """The commands behind ``tools/main.py``.  Each ``run_<name>(args)`` returns an exit code."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -64,8 +65,8 @@ def spec_for(cfg, command: str = ""):
         raise UserError(f"{cfg.MODEL.FAMILY}: {exc}") from None
     allowed = module.commands_for(spec) if command and hasattr(module, "commands_for") else None
     if allowed is not None and command not in allowed:
-        raise UserError(f"{command}: MODEL.NAME {cfg.MODEL.NAME!r} is for {' / '.join(allowed)}, not {command} "
-                        + module.command_hint(spec, command))
+        what = f"is for {' / '.join(allowed)}, not {command}" if allowed else "cannot be run by this command"
+        raise UserError(f"{command}: MODEL.NAME {cfg.MODEL.NAME!r} {what} " + module.command_hint(spec, command))
     return module, spec
 
 
@@ -112,8 +113,11 @@ def build_with_weights(backend, cfg, spec_module, spec, require_weights: bool, w
             print(f"MODEL.WEIGHTS {path} holds no {', '.join(missing)}: they start from the numpy init "
                   f"(SEED {cfg.SEED})", file=sys.stderr)
         try:
+            check = getattr(spec_module, "check_weights", None)  # e.g. a predictor's table statistics
+            if check is not None:
+                check(spec, tensors, path)
             backend.load_neutral(model, tensors, source=path)
-        except CheckpointError as exc:
+        except (CheckpointError, ValueError) as exc:
             raise UserError(str(exc)) from None
     else:
         rng = np.random.default_rng(cfg.SEED)
@@ -170,7 +174,7 @@ def run_infer(args) -> int:
     """Every input, the output folder and --topk are checked before the model is built; nothing is written unless
     every logit is finite; ``logits.npy`` and ``top<k>.json`` (standard JSON) are written atomically."""
     cfg = load_cfg(args)
-    module, spec = spec_for(cfg)
+    module, spec = spec_for(cfg, "infer")
     if args.topk < 1 or args.topk > cfg.MODEL.NUM_CLASSES:
         raise UserError(f"--topk {args.topk} must be in [1, MODEL.NUM_CLASSES = {cfg.MODEL.NUM_CLASSES}]")
     out_dir = args.output or os.path.join(run_dir_for(args, cfg), "infer")
@@ -355,7 +359,7 @@ def _run_task(args, command: str) -> int:
 def run_test(args) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "evaluation")
-    module, spec = spec_for(cfg)
+    module, spec = spec_for(cfg, "test")
     offset = engine.label_offset_of(module, spec)
     try:  # the validation data must exist before the model is built
         (val_set,) = engine.check_data(cfg, splits=("val",), label_offset=offset)
@@ -372,8 +376,106 @@ def run_test(args) -> int:
 
 
 def run_search(args) -> int:
-    """``search``: the family's architecture search (PC-DARTS today) in the same loop as ``train``."""
+    """``search``: the family's architecture search in the same loop as ``train`` (PC-DARTS), or NCP's code
+    propagation through a trained predictor (no training loop: :func:`_run_ncp_search`)."""
+    cfg = load_cfg(args)
+    if families.task_kind(cfg.MODEL.FAMILY, "search") == "ncp_search":
+        return _run_ncp_search(args, cfg)
     return _run_task(args, "search")
+
+
+def _run_ncp_search(args, cfg) -> int:
+    """NCP (``common/ncp_search.py``): gradient steps on a code through the predictor of MODEL.WEIGHTS (and the
+    extra predictors), rounded to valid networks; writes the trajectory (JSON + PNG), ``best_code.json`` and a
+    ``best_config.yaml`` that ``train`` takes.  Every setting is checked before the run folder is touched."""
+    import time
+
+    from common import ncp_search as N
+    from common.io_utils import atomic_write_text
+    from common.specs import ncp as P
+
+    engine = _need("common.engine", "the NCP search")
+    module, spec = spec_for(cfg, "search")
+    run_dir = args.output or cfg.OUTPUT_DIR or engine.default_run_dir(run_dir_for(args, cfg), cfg.RESUME)
+    node = cfg.NCP
+    if not cfg.MODEL.WEIGHTS:
+        raise UserError("MODEL.WEIGHTS is empty: NCP propagates codes through a trained predictor (train one with "
+                        f"`python tools/main.py train configs/ncp_predictor_{spec.setting}.yaml`)")
+    if cfg.RESUME:
+        raise UserError(f"RESUME {cfg.RESUME!r}: an NCP search takes seconds and keeps no checkpoint; run it again")
+    try:
+        extras = N.parse_extra(node.EXTRA_PREDICTORS)
+        specs = [spec] + [P.predictor_spec(setting, str(node.TABLES)) for _, setting, _ in extras]
+        texts = list(node.OBJECTIVES) or [f"{spec.main_metric}=1", "flops=-0.5"]
+        terms = N.parse_terms(texts, specs) + N.extra_terms(extras, specs)
+        start = N.start_code(node.START)
+        engine.check_run_dir(run_dir, "")
+    except (ValueError, engine.TrainingError) as exc:
+        raise UserError(str(exc)) from None
+    weights = [read_weights(cfg)] + [read_weights(cfg, path) for path, _, _ in extras]
+    backend = load_backend(args.backend, cfg)
+    models = [build_with_weights(backend, cfg, module, spec, require_weights=True, weights=weights[0])]
+    for (path, _, _), extra_spec, ckpt in zip(extras, specs[1:], weights[1:]):
+        model = backend.build_model("ncp", extra_spec)
+        try:
+            P.check_weights(extra_spec, ckpt.model, path)
+            backend.load_neutral(model, ckpt.model, source=path)
+        except (CheckpointError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+        models.append(model)
+    propagator = importlib.import_module(f"{backend.name}_impl.tasks.ncp_search").Propagator(backend, models)
+    try:
+        engine.prepare_run_dir(run_dir, "")
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    except engine.TrainingError as exc:
+        raise UserError(str(exc)) from None
+    logger = engine.get_logger(run_dir, "search")
+    logger.info(f"backend: {backend.describe()}")
+    logger.info(f"predictors: {cfg.MODEL.WEIGHTS} ({spec.setting})"
+                + "".join(f", {path} ({setting}, weight {w:g})" for path, setting, w in extras))
+    logger.info("objective: " + " + ".join(f"{t.weight:g} x {t.metric}" + (f" [{specs[t.predictor].setting}]"
+                                                                          if t.predictor else "") for t in terms)
+                + (f"; budgets: {node.MAX_FLOPS:g} GMACs" if node.MAX_FLOPS else "")
+                + (f"; {node.MAX_PARAMS:g} M params" if node.MAX_PARAMS else ""))
+    first = N.start_step(propagator, specs, terms, start)
+    main = spec.main_metric
+
+    def line(step):
+        return (f"iteration {step.iteration:3d} | {step.code} | predicted {main} {step.predicted[main]:.3f} | "
+                f"{step.flops:.3f} GMACs {step.params:.3f} M | objective {step.objective:+.4f}"
+                + ("" if step.within_budget else " | over budget") + (f" | {step.clamped} clamped" if step.clamped
+                                                                     else ""))
+
+    logger.info(line(first).replace("iteration   0", "start        "))
+    started = time.perf_counter()
+    try:
+        steps, best = N.run(propagator, specs, terms, start, int(node.ITERS), float(node.LR),
+                            float(node.MAX_FLOPS), float(node.MAX_PARAMS), float(node.BUDGET_WEIGHT),
+                            progress=lambda step: logger.info(line(step)))
+    except N.NCPError as exc:
+        raise UserError(str(exc)) from None
+    seconds = time.perf_counter() - started
+    meta = {"setting": spec.setting, "weights": cfg.MODEL.WEIGHTS, "backend": backend.name,
+            "objective": [dict(predictor=specs[t.predictor].setting, metric=t.metric, weight=t.weight) for t in terms],
+            "lr": float(node.LR), "iterations": int(node.ITERS), "max_flops": float(node.MAX_FLOPS),
+            "max_params": float(node.MAX_PARAMS), "seconds": seconds, "start": dataclasses.asdict(first)}
+    atomic_write_text(os.path.join(run_dir, "trajectory.json"), N.trajectory_json(steps, best, meta))
+    N.plot_trajectory([first] + steps, best, main, os.path.join(run_dir, "trajectory.png"),
+                      f"NCP on {spec.setting}: {len(steps)} iterations ({backend.name})")
+    if best is None:
+        raise UserError(f"no rounded code of the {len(steps)} iterations met the budgets (NCP.MAX_FLOPS "
+                        f"{node.MAX_FLOPS:g}, NCP.MAX_PARAMS {node.MAX_PARAMS:g}); the trajectory is in {run_dir}: "
+                        "raise NCP.BUDGET_WEIGHT or NCP.ITERS, or start from a smaller NCP.START")
+    MR = importlib.import_module("common.specs.nasbench_mr")
+    MR.save_code(MR.from_embedding(best.rounded), os.path.join(run_dir, "best_code.json"),
+                 extra={"iteration": best.iteration, "predicted": best.predicted, "flops_gmacs": best.flops,
+                        "params_m": best.params, "objective": best.objective, "setting": spec.setting})
+    atomic_write_text(os.path.join(run_dir, "best_config.yaml"),
+                      N.train_config_text(best, spec.setting, cfg.MODEL.WEIGHTS))
+    logger.info(f"returned iteration {best.iteration}: {best.code} | predicted {main} {best.predicted[main]:.3f} "
+                f"(start {first.predicted[main]:.3f}) | {best.flops:.3f} GMACs (start {first.flops:.3f}) | "
+                f"{seconds:.1f}s -> {os.path.join(run_dir, 'best_code.json')}, best_config.yaml")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ convert / parity / bench
