@@ -142,3 +142,31 @@ def test_segmentation_head_forward_parity(code, size):
     for dtype, run in runs.items():
         assert {"eval_forward", "forward"} <= set(run.summary()), dtype
         assert run.passed, f"{dtype}: first divergence {run.first_divergence and run.first_divergence.as_dict()}"
+
+
+SEARCH_LIST_CODE = "96_128-1_1_1_48-1_2_1_1_128_8-1_3_1_1_1_128_128_120-4_4_4_4_4_4_128_128_128_128-64"
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+@pytest.mark.parametrize("code", [SEED_CODE, SEARCH_LIST_CODE], ids=["seed_example", "search_list_example"])
+def test_output_of_the_published_examples(code, task):
+    """The issue's figure for the two published codes, both heads: the network output in eval mode, float64 max-rel
+    <= 1e-10 and float32 max-rel <= 1e-5 (64 px, batch 2, perturbed-BN float64 weights, 19 classes)."""
+    from common.compare import compare
+
+    spec = M.network_spec(code, task=task, num_classes=19, image_size=64)
+    weights = make_weights(M, spec, 3)
+    images = make_batches(1, 2, 3, 64, 19, 3)[0][0]
+    out = {}
+    for dtype in ("float64", "float32"):
+        for name in ("torch", "paddle"):
+            backend = importlib.import_module(f"{name}_impl.backend").Backend(dtype=dtype)
+            model = backend.build_model("nasbench_mr", spec)
+            backend.load_neutral(model, weights)
+            out[name, dtype] = backend.eval_logits(model, images)
+    d64 = compare(out["paddle", "float64"], out["torch", "float64"], "float64")
+    d32 = compare(out["paddle", "float32"], out["torch", "float32"], "float32")
+    print(f"\n{'seed' if code == SEED_CODE else 'search_list'} example, {task}: output {list(d64.shape)}, "
+          f"float64 max-rel {d64.max_rel:.2e}, float32 max-rel {d32.max_rel:.2e}")
+    assert d64.max_rel <= 1e-10, str(d64)
+    assert d32.max_rel <= 1e-5, str(d32)
