@@ -131,6 +131,7 @@ _C.SCHED.EPOCH_SHIFT = 0
 # one_cycle (torch OneCycleLR, per update; OPTIM.LR is the peak): the share of updates rising to the peak, the start
 # LR = peak / DIV_FACTOR, the end LR = start / FINAL_DIV_FACTOR, and the (base, max) momentum / Adam beta1 it cycles
 # in the opposite direction (empty: no momentum cycle).
+_C.SCHED.POWER = 0.9          # poly: lr * (1 - t / TRAIN.EPOCHS) ** POWER (segmentation recipes)
 _C.SCHED.PCT_START = 0.3
 _C.SCHED.DIV_FACTOR = 10.0
 _C.SCHED.FINAL_DIV_FACTOR = 1e4
@@ -199,6 +200,18 @@ _C.NASBENCH_MR = CN()
 _C.NASBENCH_MR.CODE = "16_64-1_1_3_128-3_2_3_3_32_48-2_3_2_3_2_16_32_16-1_4_2_4_1_1_96_112_48_80-112"
 _C.NASBENCH_MR.TASK = "classification"   # classification (pooled head, (N, classes, 1, 1)) | segmentation (1/4 maps)
 
+_C.SEG = CN()
+# Semantic segmentation (DATA.DATASET cityscapes: leftImg8bit/<split>/<city>/*_leftImg8bit.png with
+# gtFine/<split>/<city>/*_gtFine_labelTrainIds.png; common/data/segmentation.py).  Training: the long side resized to
+# BASE_SIZE x a random scale in SCALE, a random CROP (height, width), a flip; evaluation on the whole image (resized to
+# EVAL_SIZE (height, width) unless it is [0, 0]).  Labels equal to IGNORE_LABEL count nowhere.
+_C.SEG.CROP = (512, 1024)
+_C.SEG.SCALE = (0.5, 2.0)
+_C.SEG.BASE_SIZE = 2048
+_C.SEG.FLIP = 0.5
+_C.SEG.EVAL_SIZE = (0, 0)
+_C.SEG.IGNORE_LABEL = 255
+
 _C.NCP = CN()
 # MODEL.FAMILY ncp, MODEL.NAME ncp_predictor: the accuracy predictor of one benchmark table (DATA.DATASET nasbench_mr).
 # SETTING: seg | seg-4x | cls-50-1000 | cls-50-100 | cls-10-1000 | cls-10c | video | video-p | nas-bench-201.
@@ -253,11 +266,11 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "DEVICE": ("cpu", "gpu"),
     "DTYPE": ("float32", "float64"),
     "MODEL.FAMILY": family_names(),  # the registry in common/families.py
-    "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic", "nasbench_mr"),
+    "DATA.DATASET": ("builtin_digits", "cifar10", "cifar100", "imagefolder", "synthetic", "nasbench_mr", "cityscapes"),
     "DATA.INTERPOLATION": ("bilinear", "bicubic", "nearest", "tf_bilinear"),
     "AUG.INTERPOLATION": ("random", "bilinear", "bicubic", "nearest"),
     "OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
-    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear", "one_cycle"),
+    "SCHED.NAME": ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear", "one_cycle", "poly"),
     "OPTIM.UNUSED_GRADS": ("skip", "zero"),
     "ARCH_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "ARCH_OPTIM.UNUSED_GRADS": ("skip", "zero"),
@@ -384,9 +397,18 @@ def validate(cfg: CN, source: str) -> None:
         ("SCHED.EPOCH_SHIFT", lambda v: v >= 0, "must be >= 0 (epochs the schedule runs ahead)"),
         ("SCHED.PCT_START", lambda v: finite(v) and 0.0 < v < 1.0, "must be in (0, 1) (the rising share of one_cycle)"),
         ("SCHED.DIV_FACTOR", positive, "must be > 0"),
+        ("SCHED.POWER", positive, "must be > 0"),
         ("SCHED.FINAL_DIV_FACTOR", positive, "must be > 0"),
         ("SCHED.CYCLE_MOMENTUM", lambda v: len(v) == 0 or (len(v) == 2 and all(unit_open(x) for x in v)),
          "must be empty (no momentum cycle) or two values (base, max) in [0, 1)"),
+        ("SEG.CROP", lambda v: len(v) == 2 and all(x >= 1 for x in v), "must be (height, width) >= 1"),
+        ("SEG.SCALE", lambda v: len(v) == 2 and 0 < v[0] <= v[1] and all(finite(x) for x in v),
+         "must be (low, high) with 0 < low <= high"),
+        ("SEG.BASE_SIZE", lambda v: v >= 1, "must be >= 1 (pixels of the long side at scale 1)"),
+        ("SEG.FLIP", unit, "must be a probability in [0, 1]"),
+        ("SEG.EVAL_SIZE", lambda v: len(v) == 2 and (tuple(v) == (0, 0) or all(x >= 1 for x in v)),
+         "must be (height, width) >= 1, or [0, 0] for the whole image"),
+        ("SEG.IGNORE_LABEL", lambda v: 0 <= v <= 255, "must be a label value in [0, 255]"),
         ("NCP.SPLIT_SEED", lambda v: v >= 0, "must be >= 0"),
         ("NCP.VAL_FRACTION", lambda v: finite(v) and 0.0 < v < 1.0, "must be in (0, 1) (the held-out share)"),
         ("NCP.ITERS", lambda v: v >= 1, "must be >= 1"),

@@ -159,6 +159,14 @@ def task_kind(family: str, command: str) -> Optional[str]:
     return get(family).task_kind(command)
 
 
+def task_kind_for_spec(family: str, command: str, spec_module=None, spec=None) -> Optional[str]:
+    """:func:`task_kind`, unless the spec module's optional ``task_kind_for(spec, command)`` names another task for
+    this spec (a NAS-Bench-MR network with the segmentation head trains with ``segmentation``)."""
+    hook = getattr(spec_module, "task_kind_for", None) if spec is not None else None
+    kind = hook(spec, command) if hook is not None else None
+    return kind or task_kind(family, command)
+
+
 def task_module_path(family: str, command: str, backend: str) -> Optional[str]:
     """``"<backend>_impl.tasks.<kind>"`` for the task ``command`` runs, or None (see :func:`task_kind`)."""
     if backend not in BACKENDS:
@@ -214,7 +222,8 @@ def recognition_candidates(tensors: Mapping[str, Any]) -> List[Tuple[str, str, D
 
 __all__ = [
     "TASK_COMMANDS", "BACKENDS", "Importer", "Family", "REGISTRY", "FAMILIES", "FamilyNotAvailable",
-    "family_names", "get", "resolve", "spec_module", "available_families", "task_kind", "task_module_path",
+    "family_names", "get", "resolve", "spec_module", "available_families", "task_kind", "task_kind_for_spec",
+    "task_module_path",
     "bench_module_path", "bench_families", "import_formats", "importer", "importer_target",
     "recognition_candidates",
 ]

@@ -55,7 +55,7 @@ __all__ = [
     "CosineSchedule",
     "LinearSchedule",
     "build_schedule",
-    "SCHEDULE_NAMES", "PCDartsLinearSchedule", "OneCycleSchedule",
+    "SCHEDULE_NAMES", "PCDartsLinearSchedule", "OneCycleSchedule", "PolySchedule",
 ]
 
 
@@ -283,8 +283,27 @@ class PCDartsLinearSchedule(Schedule):
         return pcdarts_imagenet_linear_lr(int(t), self.base_lr, self.epochs, self.own_warmup, warmup=self.own_warmup > 0)
 
 
-SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear", "one_cycle")
+SCHEDULE_NAMES = ("constant", "step", "multistep", "cosine", "linear", "pcdarts_linear", "one_cycle", "poly")
 
+
+class PolySchedule(Schedule):
+    """``lr_min + (lr - lr_min) * (1 - t / total) ** power`` (HRNet / NAS-Bench-MR segmentation: power 0.9, per step)."""
+
+    name = "poly"
+
+    def __init__(self, lr: float, total_epochs: float, power: float = 0.9, lr_min: float = 0.0, **kw: Any):
+        super().__init__(lr, **kw)
+        if total_epochs <= 0:
+            raise ValueError(f"{self.name} schedule: TRAIN.EPOCHS = {total_epochs!r} must be > 0")
+        if power <= 0:
+            raise ValueError(f"SCHED.POWER = {power!r} must be > 0")
+        self.decay_epochs = float(total_epochs)
+        self.power = float(power)
+        self.lr_min = float(lr_min)
+
+    def main(self, t: float) -> float:
+        frac = max(0.0, 1.0 - t / self.decay_epochs)
+        return self.lr_min + (self.base_lr - self.lr_min) * frac ** self.power
 
 class OneCycleSchedule(Schedule):
     """torch ``OneCycleLR`` (two phases, cosine annealing), stepped per update, with its momentum cycle.
@@ -414,6 +433,10 @@ def build_schedule(cfg: Any) -> Schedule:
             raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
         return PCDartsLinearSchedule(lr, epochs, warmup_epochs=common["warmup_epochs"], per_step=False,
                                      epoch_shift=common["epoch_shift"])
+    if name == "poly":
+        if epochs <= 0:
+            raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")
+        return PolySchedule(lr, epochs, float(_cfg_get(sched, "POWER", 0.9)), float(sched["MIN_LR"]), **common)
     if name == "one_cycle":  # OPTIM.LR is the peak (torch max_lr)
         if epochs <= 0:
             raise ValueError(f"SCHED.NAME = {name!r} needs TRAIN.EPOCHS > 0, got {epochs!r}")

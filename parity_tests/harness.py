@@ -416,7 +416,7 @@ def task_kind_for(family: str, spec_module, spec) -> str:
     commands = spec_module.commands_for(spec) if hasattr(spec_module, "commands_for") else ()
     if "search" in commands:
         return families.task_kind(family, "search")
-    return "classification"
+    return families.task_kind_for_spec(family, "train", spec_module, spec) or "classification"
 
 
 def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping[str, np.ndarray],

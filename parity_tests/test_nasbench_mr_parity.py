@@ -170,3 +170,39 @@ def test_output_of_the_published_examples(code, task):
           f"float64 max-rel {d64.max_rel:.2e}, float32 max-rel {d32.max_rel:.2e}")
     assert d64.max_rel <= 1e-10, str(d64)
     assert d32.max_rel <= 1e-5, str(d32)
+
+
+def test_segmentation_task_steps_agree_in_float64():
+    """The segmentation task (logits resized to the label map, cross-entropy over non-ignored pixels, SGD) on both
+    backends: the loss of each of 3 steps, every weight, BN statistic and momentum slot after them, and the eval
+    metrics (float64 max-abs <= 1e-10 x max(1, scale); the confusion matrices, hence mIoU, identical)."""
+    import numpy as np
+
+    from common.compare import compare
+
+    cfg = config(SMALL_CODE, 48, classes=5, task="segmentation")
+    spec = M.spec_from_config(cfg)
+    weights = make_weights(M, spec, 9)
+    rng = np.random.default_rng(4)
+    batches = [(rng.standard_normal((2, 3, 48, 64)), rng.integers(0, 5, size=(2, 48, 64))) for _ in range(3)]
+    for _, labels in batches:
+        labels[rng.random(labels.shape) < 0.1] = 255
+    out = {}
+    for name in ("torch", "paddle"):
+        backend = importlib.import_module(f"{name}_impl.backend").Backend(dtype="float64")
+        model = backend.build_model("nasbench_mr", spec)
+        backend.load_neutral(model, weights)
+        task = backend.make_task("segmentation", model, cfg, spec)
+        losses = [task.train_step({"train": b}, {"weights": LR}, k)["loss"] for k, b in enumerate(batches)]
+        sums = task.eval_batch(*batches[0])
+        metrics = task.finish_eval({k: float(v) for k, v in sums.items()})
+        out[name] = {"loss": np.asarray(losses), **{f"state:{k}": v for k, v in backend.state_to_neutral(model).items()},
+                     **{f"slot:{k}": v for k, v in task.optimizer.state_to_neutral().slots.get("momentum", {}).items()},
+                     "metrics": np.asarray([metrics[k] for k in ("loss", "mIoU", "mAcc", "aAcc")])}
+    worst = 0.0
+    for key in out["torch"]:
+        d = compare(out["paddle"][key], out["torch"][key], key)
+        assert d.max_abs <= 1e-10 * max(1.0, d.ref_scale), str(d)
+        worst = max(worst, d.max_abs)
+    print(f"\nsegmentation task, 3 SGD steps + eval, float64: worst max-abs {worst:.2e}; "
+          f"losses {out['torch']['loss'].round(4).tolist()}")

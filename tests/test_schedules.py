@@ -288,3 +288,11 @@ def test_one_cycle_needs_its_steps_and_refuses_a_warmup():
     sched = S.build_schedule(cfg)
     sched.bind_steps(3)
     assert sched.momentum_at(1.0) is None
+
+
+def test_poly_equals_the_segmentation_formula():
+    cfg = get_default_config()
+    merge_overrides(cfg, ["SCHED.NAME", "poly", "OPTIM.LR", "0.01", "TRAIN.EPOCHS", "10", "SCHED.PER_STEP", "True"])
+    sched = S.build_schedule(cfg)
+    for t in (0.0, 0.5, 3.25, 9.99, 10.0):
+        assert sched(t) == pytest.approx(0.01 * (1 - t / 10) ** 0.9, rel=1e-12, abs=0.0)

@@ -320,7 +320,7 @@ def _run_task(args, command: str) -> int:
     cfg = load_cfg(args)
     engine = _need("common.engine", "training")
     module, spec = spec_for(cfg, command)
-    kind = families.task_kind(cfg.MODEL.FAMILY, command)
+    kind = families.task_kind_for_spec(cfg.MODEL.FAMILY, command, module, spec)
     if kind is None:
         raise UserError(
             f"{command}: MODEL.FAMILY {cfg.MODEL.FAMILY!r} has no architecture search in this version "
@@ -370,7 +370,7 @@ def run_test(args) -> int:
     model = build_with_weights(backend, cfg, module, spec, require_weights=True, weights=weights)
     try:
         return engine.test(cfg, backend, model, run_dir_for(args, cfg), label_offset=offset, dataset=val_set,
-                           kind=families.task_kind(cfg.MODEL.FAMILY, "test"))
+                           kind=families.task_kind_for_spec(cfg.MODEL.FAMILY, "test", module, spec))
     except (engine.TrainingError, DataError) as exc:
         raise UserError(str(exc)) from None
 

@@ -91,6 +91,10 @@ def _full_dataset(cfg, split: str):
         tf_eval = not train and data.INTERPOLATION == "tf_bilinear"
         return ds.ImageFolder(path, channels=data.CHANNELS, classes=classes,
                               decoder=decode_like_tensorflow if tf_eval else None)
+    if name == "cityscapes":  # label maps (common/data/segmentation.py)
+        from common.data.segmentation import build_seg_dataset
+
+        return build_seg_dataset(cfg, split)
     if name == "nasbench_mr":  # the predictor's rows: (code, z-scored metrics) of the NCP.SETTING table
         return ds.TableDataset.from_config(cfg, split)
     if name == "synthetic":
@@ -103,7 +107,7 @@ def _full_dataset(cfg, split: str):
         )
     raise ds.DataError(
         f"DATA.DATASET = {name!r} is not one of builtin_digits, cifar10, cifar100, imagefolder, synthetic, "
-        "nasbench_mr")
+        "nasbench_mr, cityscapes")
 
 
 def build_dataset(cfg, split: str, verify: Optional[bool] = None):
@@ -141,6 +145,10 @@ def build_transform(cfg, split: str) -> Compose:
     data, aug = cfg.DATA, cfg.AUG
     if data.DATASET == "nasbench_mr":  # table rows are numbers, not images
         return None
+    if data.DATASET == "cityscapes":  # image and label map transformed together
+        from common.data.segmentation import build_seg_transform
+
+        return build_seg_transform(cfg, split)
     size = int(data.IMAGE_SIZE)
     if split == "val":
         if data.INTERPOLATION == "tf_bilinear":

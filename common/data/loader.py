@@ -58,7 +58,9 @@ def load_batch(dataset, transform: Optional[Callable], seed: int, epoch: int, in
     images, labels = [], []
     for index in indices:
         image, label = dataset[int(index)]
-        if transform is not None:
+        if getattr(transform, "paired", False):  # segmentation: the label map moves with the image
+            image, label = transform(image, label, sample_rng(seed, epoch, index))
+        elif transform is not None:
             image = transform(image, sample_rng(seed, epoch, index))
         images.append(image)
         labels.append(label)

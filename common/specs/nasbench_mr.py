@@ -637,15 +637,19 @@ def describe(spec: MRNetSpec) -> Dict[str, object]:
 
 
 def commands_for(spec: MRNetSpec) -> Tuple[str, ...]:
-    """The segmentation head builds, counts and runs in parity, but its training data pipeline (Cityscapes-layout
-    folders, mIoU) is not in this version yet: only the classification head trains, tests and infers."""
-    return ("train", "test", "infer") if spec.task == "classification" else ()
+    """Classification trains, tests and infers; the segmentation head trains and tests (per-pixel outputs have no
+    top-5 to infer)."""
+    return ("train", "test", "infer") if spec.task == "classification" else ("train", "test")
 
 
 def command_hint(spec: MRNetSpec, command: str) -> str:
-    return ("(NASBENCH_MR.TASK segmentation: the 1/4-resolution head builds and is counted (`info`, `parity`), but "
-            "segmentation training and evaluation are not in this version yet; NASBENCH_MR.TASK classification "
-            "trains the same code)")
+    return "(NASBENCH_MR.TASK segmentation: `test` scores mIoU / mAcc / aAcc on the val split)"
+
+
+def task_kind_for(spec: MRNetSpec, command: str) -> Optional[str]:
+    """The task a command runs for this spec: ``segmentation`` for the segmentation head (the family's default,
+    ``classification``, otherwise)."""
+    return "segmentation" if spec.task == "segmentation" and command in ("train", "test") else None
 
 
 def recognition_candidates(tensors: Mapping[str, object]) -> List[Tuple[str, Dict[str, Shape]]]:
@@ -695,5 +699,5 @@ __all__ = [
     "from_setting", "code_from_value", "save_code", "load_code", "make_divisible", "round_embedding",
     "MRNetSpec", "FuseOp", "StagePlan", "stage_plan", "branch_sizes", "network_spec", "expected_state_shapes",
     "param_kinds", "count_params", "count_macs", "table_counts", "init_state", "spec_from_config", "describe",
-    "commands_for", "command_hint", "recognition_candidates",
+    "commands_for", "command_hint", "task_kind_for", "recognition_candidates",
 ]
