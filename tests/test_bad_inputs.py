@@ -35,6 +35,9 @@ from tools.main import main
 ROOT = Path(__file__).resolve().parents[1]
 CFG = str(ROOT / "configs" / "cream14_digits.yaml")
 SEARCH_CFG = str(ROOT / "configs" / "pcdarts_search_digits.yaml")
+MR_CFG = str(ROOT / "configs" / "mrnet_digits.yaml")
+NCP_CFG = str(ROOT / "configs" / "ncp_predictor_seg.yaml")
+SEG_CFG = str(ROOT / "configs" / "mrnet_cityscapes.yaml")
 TINY = ["DATA.DATASET", "synthetic", "DATA.IMAGE_SIZE", "32", "DATA.SYNTHETIC_SAMPLES", "8", "DATA.BATCH_SIZE", "4",
         "DATA.EVAL_BATCH_SIZE", "4", "TRAIN.EPOCHS", "1", "TRAIN.MAX_STEPS_PER_EPOCH", "1"]
 
@@ -494,6 +497,34 @@ CASES: List[Case] = [
     Case("search-stream-without-a-batch", search("DATA.NUM_TRAIN", "40", "DATA.DROP_LAST", "True"),
          ["'train' data stream gives no full batch of 32 images (20 samples"]),
     Case("search-warmup-style", search("SCHED.WARMUP_STYLE", "cosine"), ["SCHED.WARMUP_STYLE", "cosine"]),
+    # NAS-Bench-MR networks, the NCP predictor and search, segmentation
+    Case("mrnet-code-out-of-space", (lambda t: ["train", MR_CFG, "--backend", "torch", "--output", out(t), "NASBENCH_MR.CODE",
+                     "8_16-1_1_1_16-1_2_1_1_16_32-1_3_1_1_1_16_32_64-1_4_1_1_1_5_16_32_64_64-64"]),
+         ["NASBENCH_MR.CODE", "position 21 (block 4 branch 3 blocks) = 5", "allowed 1..4"]),
+    Case("mrnet-code-width-not-on-the-grid", lambda t: ["train", MR_CFG, "--backend", "torch", "--output", out(t),
+                                                        "NASBENCH_MR.CODE", "[8, 20, 1, 1, 16, 1, 1, 1, 16, 32, 1, 1,"
+                                                        " 1, 1, 16, 32, 64, 1, 1, 1, 1, 1, 16, 32, 64, 64, 64]"],
+         ["position 1 (stem1 width) = 20", "8..128 in steps of 8"]),
+    Case("mrnet-dropout", lambda t: ["train", MR_CFG, "--backend", "torch", "--output", out(t), "MODEL.DROPOUT", "0.2"],
+         ["MODEL.DROPOUT = 0.2", "no dropout"]),
+    Case("predictor-setting", lambda t: ["train", NCP_CFG, "--backend", "torch", "--output", out(t), "NCP.SETTING",
+                                         "3ddet"], ["NCP.SETTING = '3ddet'", "nas-bench-201"]),
+    Case("predictor-tables-missing", lambda t: ["train", NCP_CFG, "--backend", "torch", "--output", out(t),
+                                                "NCP.TABLES", "{t}/none".format(t=t)], ["{t}/none", "seg"]),
+    Case("predictor-one-cycle-pct", lambda t: ["train", NCP_CFG, "--backend", "torch", "--output", out(t),
+                                               "SCHED.PCT_START", "1.5"], ["SCHED.PCT_START", "(0, 1)"]),
+    Case("predictor-one-cycle-with-warmup", lambda t: ["train", NCP_CFG, "--backend", "torch", "--output", out(t),
+                                                       "SCHED.WARMUP_EPOCHS", "2"], ["SCHED.WARMUP_EPOCHS 0"]),
+    Case("ncp-iters-zero", lambda t: ["search", NCP_CFG, "--backend", "torch", "--output", out(t), "NCP.ITERS", "0"],
+         ["NCP.ITERS = 0", ">= 1"]),
+    Case("ncp-no-weights", lambda t: ["search", NCP_CFG, "--backend", "torch", "--output", out(t)],
+         ["MODEL.WEIGHTS is empty", "ncp_predictor_seg.yaml"]),
+    Case("seg-root-missing", lambda t: ["train", SEG_CFG, "--backend", "torch", "--output", out(t), "DATA.ROOT",
+                                        "{t}/cs".format(t=t)], ["{t}/cs/leftImg8bit/train"]),
+    Case("seg-crop", lambda t: ["train", SEG_CFG, "--backend", "torch", "--output", out(t), "SEG.CROP", "[0, 64]"],
+         ["SEG.CROP", "(height, width) >= 1"]),
+    Case("seg-infer", lambda t: ["infer", SEG_CFG, "--backend", "torch", "--output", out(t), "--inputs", "x.npy"],
+         ["MODEL.NAME 'mrnet' is for train / test, not infer"]),
     Case("convert-malicious-source", lambda t: ["convert", "--from", "paddle", str(t / "evil.pt"), "--to", "neutral",
                                                 str(t / "w.safetensors")],
          ["{t}/evil.pt", "refused to unpickle global"], malicious("evil.pt")),
