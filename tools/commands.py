@@ -433,8 +433,8 @@ def _run_ncp_search(args, cfg) -> int:
     logger.info(f"backend: {backend.describe()}")
     logger.info(f"predictors: {cfg.MODEL.WEIGHTS} ({spec.setting})"
                 + "".join(f", {path} ({setting}, weight {w:g})" for path, setting, w in extras))
-    logger.info("objective: " + " + ".join(f"{t.weight:g} x {t.metric}" + (f" [{specs[t.predictor].setting}]"
-                                                                          if t.predictor else "") for t in terms)
+    logger.info("objective: " + " ".join(f"{'-' if t.weight < 0 else '+'} {abs(t.weight):g} x {t.metric}"
+                                          + (f" [{specs[t.predictor].setting}]" if t.predictor else "") for t in terms)
                 + (f"; budgets: {node.MAX_FLOPS:g} GMACs" if node.MAX_FLOPS else "")
                 + (f"; {node.MAX_PARAMS:g} M params" if node.MAX_PARAMS else ""))
     first = N.start_step(propagator, specs, terms, start)
