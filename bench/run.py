@@ -120,7 +120,8 @@ def run_from_config(cfg, spec_module, spec, run_dir: str) -> int:
               "gives steadier figures on a busy machine")
     if cfg.DEVICE != "cpu":
         print("note: the contenders' steps do not synchronise a GPU; figures are meant for DEVICE cpu")
-    extra = {"family": module.FAMILY, "net": spec.name, "image_size": spec.image_size}  # on every CSV row
+    # on every CSV row (a network that reads codes, the NCP predictor, has no image size: an empty column)
+    extra = {"family": module.FAMILY, "net": spec.name, "image_size": getattr(spec, "image_size", None)}
     try:
         rows = harness.measure(contenders, workloads, settings, baseline, extra=extra)
     except harness.BenchError as exc:

@@ -81,10 +81,10 @@ REGISTRY: Tuple[Family, ...] = (
                   ("search", "pcdarts_search")),
            bench="bench.pcdarts", recognise="recognition_candidates"),
     Family("nasbench_mr", "NAS-Bench-MR multi-resolution networks", "common.specs.nasbench_mr",
-           tasks=_CLASSIFICATION, recognise="recognition_candidates"),
+           tasks=_CLASSIFICATION, bench="bench.nasbench_mr", recognise="recognition_candidates"),
     Family("ncp", "NCP accuracy predictor (and network coding propagation)", "common.specs.ncp",
            tasks=(("train", "ncp_predictor"), ("test", "ncp_predictor"), ("infer", None), ("search", "ncp_search")),
-           recognise="recognition_candidates"),
+           bench="bench.ncp", recognise="recognition_candidates"),
 )
 
 #: ``{name: Family}`` in registry order

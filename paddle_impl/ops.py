@@ -667,6 +667,8 @@ def _bilinear_tables(h: int, w: int, oh: int, ow: int, align_corners: bool, scal
 
 def _bilinear_from_tables(x: paddle.Tensor, tables: tuple) -> paddle.Tensor:
     iw0, iw1, ww0, ww1, ih0, ih1, hw0, hw1 = tables
+    if ww0.dtype != x.dtype:  # a float32 input on the table path (a 1-pixel output): weights in its dtype
+        ww0, ww1, hw0, hw1 = (t.astype(x.dtype) for t in (ww0, ww1, hw0, hw1))
     # torch's order: h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11)
     cols = paddle.index_select(x, iw0, axis=3) * ww0 + paddle.index_select(x, iw1, axis=3) * ww1
     return paddle.index_select(cols, ih0, axis=2) * hw0 + paddle.index_select(cols, ih1, axis=2) * hw1
@@ -716,7 +718,8 @@ class Upsample(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if self.mode == "bilinear":
-            if x.dtype == paddle.float64:
+            h, w = x.shape[2], x.shape[3]
+            if x.dtype == paddle.float64 or _one_pixel_output(h, w, *self._out_size(h, w)):
                 return self._bilinear64(x)
             return F.interpolate(x, self.size, self.scale_factor, "bilinear", self.align_corners, align_mode=0)
         return F.interpolate(x, self.size, self.scale_factor, "nearest", False)
@@ -729,13 +732,20 @@ class Upsample(nn.Layer):
 _RESIZE_TABLES: Dict[tuple, tuple] = {}
 
 
+def _one_pixel_output(h: int, w: int, oh: int, ow: int) -> bool:
+    """Paddle's bilinear kernel (align_mode 0) reads the first source pixel when an output axis has one pixel, where
+    torch reads the centre (e.g. 4 -> 1: torch averages rows 1 and 2); such resizes go through the tables."""
+    return (oh == 1 and h != 1) or (ow == 1 and w != 1)
+
+
 def resize_bilinear(x: paddle.Tensor, size, align_corners: bool = False) -> paddle.Tensor:
     """Bilinear resize of an NCHW tensor to ``size`` = ``(h, w)`` (read at run time, e.g. another tensor's size):
     ``Upsample(size, mode='bilinear')``'s formula, for up- and downsampling alike, without antialiasing
-    (``align_mode=0``: torch's half-pixel rule); float64 through float64 tables (cached per sizes and place)."""
+    (``align_mode=0``: torch's half-pixel rule).  float64, and any resize to a 1-pixel axis (paddle's kernel reads
+    the first pixel there, torch the centre), go through interpolation tables (cached per sizes and place)."""
     oh, ow = _pair(size, "size")
-    if x.dtype == paddle.float64:
-        h, w = x.shape[2], x.shape[3]
+    h, w = x.shape[2], x.shape[3]
+    if x.dtype == paddle.float64 or _one_pixel_output(h, w, oh, ow):
         key = (h, w, oh, ow, bool(align_corners), str(x.place))
         tables = _RESIZE_TABLES.get(key)
         if tables is None:

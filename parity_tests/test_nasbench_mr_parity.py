@@ -147,16 +147,19 @@ def test_segmentation_head_forward_parity(code, size):
 SEARCH_LIST_CODE = "96_128-1_1_1_48-1_2_1_1_128_8-1_3_1_1_1_128_128_120-4_4_4_4_4_4_128_128_128_128-64"
 
 
+@pytest.mark.parametrize("size", [64, 32])
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
 @pytest.mark.parametrize("code", [SEED_CODE, SEARCH_LIST_CODE], ids=["seed_example", "search_list_example"])
-def test_output_of_the_published_examples(code, task):
+def test_output_of_the_published_examples(code, task, size):
     """The issue's figure for the two published codes, both heads: the network output in eval mode, float64 max-rel
-    <= 1e-10 and float32 max-rel <= 1e-5 (64 px, batch 2, perturbed-BN float64 weights, 19 classes)."""
+    <= 1e-10 and float32 max-rel <= 1e-5 (batch 2, perturbed-BN float64 weights, 19 classes).  At 32 px the branches
+    are 8, 4, 2 and 1 px, so the classification head resizes to a single pixel (paddle's own kernel reads the first
+    pixel there, the twin's tables the centre, as torch: tests/test_framework_differences_layers.py)."""
     from common.compare import compare
 
-    spec = M.network_spec(code, task=task, num_classes=19, image_size=64)
+    spec = M.network_spec(code, task=task, num_classes=19, image_size=size)
     weights = make_weights(M, spec, 3)
-    images = make_batches(1, 2, 3, 64, 19, 3)[0][0]
+    images = make_batches(1, 2, 3, size, 19, 3)[0][0]
     out = {}
     for dtype in ("float64", "float32"):
         for name in ("torch", "paddle"):

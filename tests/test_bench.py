@@ -225,3 +225,128 @@ def test_pcdarts_bench_upstream_folder_without_the_search_code_is_one_error_line
     assert "model_search.py" in lines[0] and "architect.py" in lines[0]
     with pytest.raises(harness.BenchError, match="BENCH.UPSTREAM is empty"):
         pcdarts.make_contender("upstream", _tiny_search_config(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ NAS-Bench-MR
+def test_bench_command_on_a_tiny_nasbench_mr_config(tmp_path):
+    """The NAS-Bench-MR benchmark (the seed example's config, bench/nasbench_mr.py) on the quick-start network at
+    64 px: train step and eval of both twins in one run, the same logits from the same weights."""
+    from common.config import load_config
+    from common.specs import nasbench_mr as M
+
+    cfg = tmp_path / "tiny_mrnet.yaml"
+    cfg.write_text(
+        "_BASE_: " + os.path.join(ROOT, "configs", "mrnet_digits.yaml") + "\n"
+        "BENCH:\n  QUICK: true\n  THREADS: 1\n  BATCH_SIZES: [2]\n  TRAIN_BATCH_SIZES: [2]\n"
+    )
+    out_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), "bench", str(cfg),
+                           "--output", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "NAS-Bench-MR mrnet 8_16-1_1_1_16-" in proc.stdout and "(classification head) at 64 px" in proc.stdout
+    assert "paddle twin >= 0.8x torch twin" in proc.stdout
+    params = M.count_params(M.spec_from_config(load_config(str(cfg))))
+    rows = json.loads((out_dir / "bench" / "bench.json").read_text())["rows"]
+    assert {(r["mode"], r["contender"]) for r in rows} == {
+        (m, c) for m in ("train", "eval") for c in ("torch", "paddle")}
+    for r in rows:
+        assert not r["error"], r["error"]
+        assert r["family"] == "nasbench_mr" and r["image_size"] == 64 and r["batch"] == 2 and r["params"] == params
+        for key in ("img_s", "ms_step", "peak_mb", "ratio", "first_ms"):
+            assert _finite_positive(r[key]), (r["contender"], r["mode"], key, r[key])
+        if r["mode"] == "eval":  # the (N, classes, 1, 1) head flattened to (N, classes) logits in both twins
+            assert r["out_max_abs"] is not None and r["out_max_abs"] < 1e-3, r["out_max_abs"]
+
+
+def test_nasbench_mr_contenders_and_segmentation_train_are_named(tmp_path):
+    from bench import nasbench_mr
+
+    with pytest.raises(harness.BenchError, match="torch\\+cl"):
+        nasbench_mr.make_contender("torch+cl", "cfg.yaml")
+    cfg = tmp_path / "seg.yaml"
+    cfg.write_text("_BASE_: " + os.path.join(ROOT, "configs", "mrnet_digits.yaml") + "\n"
+                   "NASBENCH_MR:\n  TASK: segmentation\n")
+    with pytest.raises(harness.BenchError, match="NASBENCH_MR.TASK is 'segmentation'"):
+        nasbench_mr.twin_torch("train", 2, 1, str(cfg))
+
+
+# ------------------------------------------------------------------------------------------------ NCP predictor
+def _ncp_config(tmp_path, **bench):
+    cfg = tmp_path / "ncp_bench.yaml"
+    cfg.write_text(
+        "_BASE_: " + os.path.join(ROOT, "configs", "ncp_predictor_seg.yaml") + "\n"
+        "TRAIN:\n  EPOCHS: 3\n"
+        + ("BENCH:\n" + "".join(f"  {k}: {v}\n" for k, v in bench.items()) if bench else "")
+    )
+    return str(cfg)
+
+
+def test_bench_command_on_the_ncp_predictor(tmp_path):
+    """The predictor benchmark (bench/ncp.py): the real task's train_step of both twins and one-epoch steps of a real
+    training run (engine.train) in one command; the same steps in both twins; the extrapolated training times."""
+    cfg = _ncp_config(tmp_path, QUICK="true", THREADS=1, TRAIN_BATCH_SIZES="[128]",
+                      CONTENDERS="[torch, paddle, torch+loop, paddle+loop]")
+    out_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), "bench", cfg,
+                           "--output", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    assert "NCP predictor on the seg table (2005 train / 502 held-out rows" in text
+    assert "a real run: 3 epochs x 16 steps of batch 128" in text and "note:" not in text
+    assert "training time for 3 epochs (2005 train rows)" in text
+    assert "3 x 16 steps x" in text and "3 epochs x" in text
+    assert "paddle twin >= 0.8x torch twin" in text and "paddle loop >= 0.8x torch loop" in text
+    rows = {r["contender"]: r for r in json.loads((out_dir / "bench" / "bench.json").read_text())["rows"]}
+    assert set(rows) == {"torch", "paddle", "torch+loop", "paddle+loop"}
+    for r in rows.values():
+        assert not r["error"], r["error"]
+        assert r["family"] == "ncp" and r["mode"] == "train" and r["batch"] == 128 and r["image_size"] is None
+        assert r["params"] == 107_835
+        for key in ("img_s", "ms_step", "peak_mb", "first_ms"):
+            assert _finite_positive(r[key]), (r["contender"], key, r[key])
+    # the main head's last Linear after the same 3 steps (same batch, same dropout masks) in both twins
+    assert rows["paddle"]["out_max_abs"] is not None and rows["paddle"]["out_max_abs"] < 1e-5
+    assert rows["torch+loop"]["out_max_abs"] is None  # a loop's output is never compared with a train_step's
+    assert "one epoch of engine.train (16 steps of batch 128" in rows["torch+loop"]["note"]
+
+
+def test_ncp_estimates_and_plan_arithmetic(tmp_path):
+    from bench import ncp
+    from common.config import load_config
+
+    plan = ncp.training_plan(load_config(_ncp_config(tmp_path)))
+    assert plan == {"epochs": 3, "train_rows": 2005, "val_rows": 502, "batch_size": 128, "drop_last": False,
+                    "max_steps": 0}
+    plan = dict(plan, epochs=200)
+    assert ncp.steps_per_epoch(plan, 128) == 16 and ncp.steps_per_epoch(plan, 32) == 63
+    assert ncp.steps_per_epoch(dict(plan, drop_last=True), 128) == 15
+    assert ncp.steps_per_epoch(dict(plan, max_steps=4), 128) == 4
+    rows = [{"mode": "train", "batch": 128, "contender": "torch", "ms_step": 10.0, "error": ""},
+            {"mode": "train", "batch": 128, "contender": "paddle+loop", "ms_step": 300.0, "error": ""},
+            {"mode": "train", "batch": 128, "contender": "paddle", "error": "boom"},
+            {"mode": "eval", "batch": 128, "contender": "torch", "ms_step": 1.0, "error": ""}]
+    est = {e["contender"]: e for e in ncp.estimates(rows, plan)}
+    assert set(est) == {"torch", "paddle+loop"}
+    assert math.isclose(est["torch"]["seconds"], 200 * 16 * 0.010) and not est["torch"]["loop"]
+    assert math.isclose(est["paddle+loop"]["seconds"], 200 * 0.300) and est["paddle+loop"]["loop"]
+
+
+def test_ncp_loop_runs_out_of_epochs_with_one_clear_error(tmp_path):
+    """A +loop contender steps through the epochs of one real run; asking for more than TRAIN.EPOCHS is named."""
+    from bench import ncp
+
+    with pytest.raises(harness.BenchError, match="mode train only"):
+        ncp.twin_torch("eval", 8, 1, _ncp_config(tmp_path), flags=["loop"])
+    cfg = tmp_path / "two_epochs.yaml"
+    cfg.write_text("_BASE_: " + _ncp_config(tmp_path) + "\nTRAIN:\n  EPOCHS: 2\nDATA:\n  NUM_TRAIN: 256\n")
+    import torch
+
+    # in this process: keep the session's thread count (the factory sets it, as a worker does)
+    runner = ncp.twin_torch("train", 128, torch.get_num_threads(), str(cfg), flags=["loop"])
+    runner.step()
+    runner.step()
+    with pytest.raises(harness.BenchError, match="ended after its 2 epochs"):
+        runner.step()
+    assert runner.output().shape == (129,)
+    with pytest.raises(harness.BenchError, match="torch\\+bogus"):
+        ncp.make_contender("torch+bogus", str(cfg))

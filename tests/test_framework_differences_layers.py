@@ -638,3 +638,21 @@ def test_new_paddle_cpu_double_grad_gaps(rng):
         t, p = twin_pair(name)
         xs = 4 * x
         assert maxabs(_double_grad("paddle", p, xs), _double_grad("torch", t, xs)) <= F64
+
+
+def test_new_bilinear_resize_to_one_pixel(rng):
+    """NEW: resizing an axis to 1 pixel (align_corners=False), torch reads the centre of the source (4 -> 1 averages
+    rows 1 and 2), paddle's kernel (align_mode=0) the first pixel; any other output size agrees.  A NAS-Bench-MR
+    classification head at 32 px resizes its branches to 1x1, so the twin routes this case through its tables."""
+    x = rng.standard_normal((1, 2, 4, 6)).astype(np.float32)
+    t = TF.interpolate(torch.from_numpy(x), size=(1, 3), mode="bilinear", align_corners=False).numpy()
+    p = PF.interpolate(paddle.to_tensor(x), size=[1, 3], mode="bilinear", align_corners=False, align_mode=0).numpy()
+    centre = ((x[:, :, 1] + x[:, :, 2]) / 2).reshape(1, 2, 3, 2).mean(axis=-1)  # rows 1-2, column pairs
+    np.testing.assert_allclose(t[:, :, 0], centre, rtol=1e-5, atol=1e-6)
+    assert np.abs(t - p).max() > 0.1  # paddle: the first row
+    for size in ((1, 3), (1, 1), (4, 1), (3, 5)):
+        ours_t = T.resize_bilinear(torch.from_numpy(x), size).numpy()
+        ours_p = P.resize_bilinear(paddle.to_tensor(x), size).numpy()
+        np.testing.assert_allclose(ours_p, ours_t, rtol=0, atol=4 * np.finfo(np.float32).eps * np.abs(x).max())
+        up = P.Upsample(size=size, mode="bilinear")(paddle.to_tensor(x)).numpy()
+        np.testing.assert_allclose(up, ours_t, rtol=0, atol=4 * np.finfo(np.float32).eps * np.abs(x).max())
