@@ -134,3 +134,22 @@ def test_a_predictor_of_another_table_is_refused(predictors, tmp_path, capsys):
     code, run_dir = search(tmp_path, "torch", predictors["video"], name="wrong")
     assert code == 2
     assert "its output_mean holds 4 values, the 'seg' predictor (NCP.SETTING) 5" in capsys.readouterr().err
+
+
+def test_the_search_configs_read_the_predictors_train_writes():
+    """`train configs/ncp_predictor_<s>.yaml` writes runs/ncp_predictor_<s>/best.safetensors on a fresh clone; the
+    search configs read exactly those files (the README's flow)."""
+    from tools.commands import run_dir_for
+
+    class Args:
+        output = ""
+
+    for setting in ("seg", "video"):
+        Args.config = os.path.join(ROOT, "configs", f"ncp_predictor_{setting}.yaml")
+        train_dir = run_dir_for(Args, load_config(Args.config))
+        assert train_dir == os.path.join("runs", f"ncp_predictor_{setting}")
+    seg = load_config(os.path.join(ROOT, "configs", "ncp_search_seg.yaml"))
+    assert seg.MODEL.WEIGHTS == os.path.join("runs", "ncp_predictor_seg", "best.safetensors")
+    both = load_config(os.path.join(ROOT, "configs", "ncp_search_seg_video.yaml"))
+    assert N.parse_extra(both.NCP.EXTRA_PREDICTORS) == [(os.path.join("runs", "ncp_predictor_video",
+                                                                        "best.safetensors"), "video", 1.0)]
