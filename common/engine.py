@@ -582,8 +582,6 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None, initial:
     """``tools/main.py train`` and ``search``: the family's network trained by the task ``kind``
     (``common/families.py``) on the streams :func:`build_streams` makes for it.  ``initial`` = MODEL.WEIGHTS already read (any format) by the
     caller; otherwise the spec's numpy initialisation.  ``model``: already built with its initial weights."""
-    from common.data.build import build_loader
-
     logger = get_logger(run_dir, "train")
     logger.info(f"backend: {backend.describe()}")
     logger.info(f"run folder: {os.path.abspath(run_dir)}")

@@ -156,14 +156,15 @@ def test_search_list_errors_name_the_line(tmp_path):
         good.replace("-112", ""): "6 '-'-separated groups",
         good.replace("1_4_2", "1_4_x"): "group 5",
         good.replace("3_2_3_3", "3_2_3"): "group 3",
-        good.replace("2_3_2_3", "2_2_2_3"): "block 3 must have 3 branches",
+        good.replace("2_3_2_3", "2_2_2_3"): "(block 3 branch count) = 2: must be 3",
+        good.replace("1_1_3_128", "1_1_3_136"): "(block 1 branch 0 width) = 136 is outside the search space",
         "": "6 '-'-separated groups",
     }
     for line, what in bad_lines.items():
         (tmp_path / "search_list.txt").write_text(f"{good}\n{good}\n{line}\n{good}")
         with pytest.raises(DataError, match=re.escape(what)) as err:
             nb.search_list(str(tmp_path))
-        assert f"{tmp_path / 'search_list.txt'}: line 3:" in str(err.value)
+        assert f"{tmp_path / 'search_list.txt'}: line 3 " in str(err.value)
     with pytest.raises(DatasetNotFoundError, match="search_list.txt"):
         nb.search_list(str(tmp_path / "nowhere"))
 

@@ -382,21 +382,14 @@ def search_list(root: Optional[str] = None) -> List[Tuple[int, ...]]:
 
 
 def _parse_code(line: str, where: str) -> Tuple[int, ...]:
-    groups = line.split("-")
-    if len(groups) != len(SEARCH_CODE_GROUP_LENGTHS):
-        raise DataError(f"{where}: expected {len(SEARCH_CODE_GROUP_LENGTHS)} '-'-separated groups, got "
-                        f"{len(groups)} in {line!r}")
-    values: List[int] = []
-    for k, (group, length) in enumerate(zip(groups, SEARCH_CODE_GROUP_LENGTHS)):
-        fields = group.split("_")
-        if len(fields) != length or not all(field.isascii() and field.isdigit() for field in fields):
-            raise DataError(f"{where}: group {k + 1} {group!r} must be {length} '_'-separated non-negative ints "
-                            f"(in {line!r})")
-        ints = [int(field) for field in fields]
-        if 1 <= k <= 4 and ints[1] != k:
-            raise DataError(f"{where}: block {k} must have {k} branches (its second int), got {ints[1]} in {line!r}")
-        values.extend(ints)
-    return tuple(values)
+    """One line through the spec's code parser (``common.specs.nasbench_mr.parse_code``: groups, branch counts, the
+    space's bounds), its error re-raised as a :class:`DataError` naming the file and line."""
+    from common.specs.nasbench_mr import CodeError, parse_code
+
+    try:
+        return parse_code(line, where).code_ints()
+    except CodeError as exc:
+        raise DataError(str(exc)) from None
 
 
 __all__ = [

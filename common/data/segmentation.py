@@ -17,7 +17,7 @@ Training (the HRNet/NAS-Bench-MR recipe's kind): resize so the long side is ``SE
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from common.specs._checks import at_least, classifier_width
 

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from common.specs._checks import at_least
 
 Shape = Tuple[int, ...]
 

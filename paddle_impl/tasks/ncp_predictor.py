@@ -11,7 +11,7 @@ from common.random_masks import MaskSource
 from common.tasks import Batch, NonFiniteError
 from common.tasks.ncp_predictor import NCPPredictor
 from paddle_impl import layout, ops, optim
-from paddle_impl.tasks.classification import all_finite
+from paddle_impl.tasks.classification import all_finite, apply_gradients
 
 
 def smooth_l1(pred: paddle.Tensor, target: paddle.Tensor, beta: float = 1.0) -> paddle.Tensor:
@@ -50,12 +50,7 @@ class Task(NCPPredictor):
         if not finite.all():  # the weights are not touched
             what = [w for w, ok in zip(("loss", "predictions", "gradients"), finite) if not ok]
             raise NonFiniteError(f"non-finite {' and '.join(what)} (loss {float(loss.detach()):.4g})")
-        for p, g in zip(params, grads):
-            p._set_grad_ivar(g)
-        if self.grad_clip > 0:
-            self.optimizer.clip_grad_norm(self.grad_clip)
-        self.optimizer.step(lrs["weights"])
-        self.optimizer.zero_grad()
+        apply_gradients(self.optimizer, params, grads, lrs["weights"], self.grad_clip)
         return {"loss": float(loss.detach()), "count": len(codes)}
 
     @paddle.no_grad()

@@ -10,7 +10,7 @@ import paddle
 from common.tasks import Batch, NonFiniteError
 from common.tasks.segmentation import Segmentation
 from paddle_impl import layout, losses, ops, optim
-from paddle_impl.tasks.classification import all_finite
+from paddle_impl.tasks.classification import all_finite, apply_gradients
 
 
 def pixel_losses(logits: paddle.Tensor, labels: paddle.Tensor, ignore_label: int) -> Tuple[paddle.Tensor,
@@ -53,12 +53,7 @@ class Task(Segmentation):
         if not finite.all():  # the weights are not touched
             what = [w for w, ok in zip(("loss", "gradients"), finite) if not ok]
             raise NonFiniteError(f"non-finite {' and '.join(what)} (loss {float(loss.detach()):.4g})")
-        for p, g in zip(params, grads):
-            p._set_grad_ivar(g)
-        if self.grad_clip > 0:
-            self.optimizer.clip_grad_norm(self.grad_clip)
-        self.optimizer.step(lrs["weights"])
-        self.optimizer.zero_grad()
+        apply_gradients(self.optimizer, params, grads, lrs["weights"], self.grad_clip)
         with paddle.no_grad():
             valid = y != self.ignore_label
             hits = paddle.logical_and(up.argmax(axis=1) == y, valid).astype("int64").sum()

@@ -44,6 +44,17 @@ def all_finite(tensors) -> torch.Tensor:
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
+
+def apply_gradients(optimizer, params, grads, lr: float, grad_clip: float = 0.0) -> None:
+    """Give ``params`` the gradients ``grads`` (taken with respect to exactly them), clip their global norm when
+    ``grad_clip > 0``, step at ``lr`` and clear: the update of every task whose step takes its gradients itself."""
+    for p, g in zip(params, grads):
+        p.grad = g
+    if grad_clip > 0:
+        optimizer.clip_grad_norm(grad_clip)
+    optimizer.step(lr)
+    optimizer.zero_grad()
+
 class Task(Classification):
     def __init__(self, backend, model: torch.nn.Module, cfg, spec=None, for_eval: bool = False):
         super().__init__(cfg, for_eval=for_eval)

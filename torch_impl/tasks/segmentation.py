@@ -10,7 +10,7 @@ import torch
 from common.tasks import Batch, NonFiniteError
 from common.tasks.segmentation import Segmentation
 from torch_impl import layout, losses, ops, optim
-from torch_impl.tasks.classification import all_finite
+from torch_impl.tasks.classification import all_finite, apply_gradients
 
 
 def pixel_losses(logits: torch.Tensor, labels: torch.Tensor, ignore_label: int) -> Tuple[torch.Tensor, torch.Tensor,
@@ -51,12 +51,7 @@ class Task(Segmentation):
         if not finite.all():  # the weights are not touched
             what = [w for w, ok in zip(("loss", "gradients"), finite) if not ok]
             raise NonFiniteError(f"non-finite {' and '.join(what)} (loss {float(loss.detach()):.4g})")
-        for p, g in zip(params, grads):
-            p.grad = g
-        if self.grad_clip > 0:
-            self.optimizer.clip_grad_norm(self.grad_clip)
-        self.optimizer.step(lrs["weights"])
-        self.optimizer.zero_grad()
+        apply_gradients(self.optimizer, params, grads, lrs["weights"], self.grad_clip)
         with torch.no_grad():
             valid = y != self.ignore_label
             hits = ((up.argmax(dim=1) == y) & valid).sum()
