@@ -324,7 +324,7 @@ def _run_task(args, command: str) -> int:
     if kind is None:
         raise UserError(
             f"{command}: MODEL.FAMILY {cfg.MODEL.FAMILY!r} has no architecture search in this version "
-            "(PC-DARTS has one; the Cream supernet and NCP searches are planned); `train` retrains a given architecture")
+            "(PC-DARTS and NCP have one; the Cream supernet search is planned); `train` retrains a given architecture")
     run_dir = args.output or cfg.OUTPUT_DIR or engine.default_run_dir(run_dir_for(args, cfg), cfg.RESUME)
     try:  # everything is checked before the run folder is touched
         engine.check_run_dir(run_dir, cfg.RESUME)
