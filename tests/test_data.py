@@ -783,3 +783,31 @@ def test_more_samples_asked_than_the_split_has_is_a_data_error():
     cfg.DATA.DATASET, cfg.DATA.SYNTHETIC_SAMPLES, cfg.DATA.NUM_VAL = "synthetic", 4, 5
     with pytest.raises(DataError, match="DATA.NUM_VAL = 5"):
         build_dataset(cfg, "val")
+
+
+class _CrashOn:
+    """A transform whose worker dies by SIGSEGV on one sample (as a worker with a corrupted heap would)."""
+
+    def __init__(self, index_value: float):
+        self.index_value = index_value
+
+    def __call__(self, image, rng):
+        import signal
+
+        if float(np.asarray(image).reshape(-1)[0]) == self.index_value:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return T.ToNormalizedFloat((0.5,), (0.5,))(image, rng)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    """A worker killed by a signal (here SIGSEGV, whose default action the worker restores) ends the pass with one
+    DataError within about a second; the pool's replacement worker would otherwise leave the batch pending forever."""
+    import time
+
+    images = np.zeros((6, 4, 4, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(6) * 10
+    ds = ArrayDataset(images, list(range(6)), [str(i) for i in range(6)])
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="worker process died"):
+        collect(Loader(ds, _CrashOn(30.0), 1, workers=2))
+    assert time.perf_counter() - started < 30

@@ -75,15 +75,28 @@ def load_batch(dataset, transform: Optional[Callable], seed: int, epoch: int, in
     return stacked, targets.astype(np.float32 if targets.dtype.kind == "f" else np.int64)
 
 
-# Worker-process state: set once per process by the pool initializer (inherited, not pickled, under fork).
+# Worker-process state: set once per process by the pool initializer.
 _worker_dataset = None
 _worker_transform = None
 _worker_spill_dir: Optional[str] = None
 
 
+#: signals that end a worker at once (the default action) rather than through a handler the parent installed
+_FATAL_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT")
+
+
 def _init_worker(dataset, transform, spill_dir: Optional[str]) -> None:
     global _worker_dataset, _worker_transform, _worker_spill_dir
     _worker_dataset, _worker_transform, _worker_spill_dir = dataset, transform, spill_dir
+    # A worker that crashes must die, not run a framework's crash handler (paddle's allocates, and deadlocks on a
+    # heap the crash left locked, with SIGTERM blocked, so Pool.terminate could never end it).
+    import signal
+
+    for name in _FATAL_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _worker_load_batch(
@@ -120,9 +133,28 @@ def _spill_parent() -> Optional[str]:
 
 
 def _pool_context():
-    """``fork`` where the platform has it (cheap, shares the dataset copy-on-write), else the default."""
+    """``forkserver`` where the platform has it, else the default.  Workers fork from a small, clean server
+    process, not from the training process: a fork of that copies whatever state its native libraries (oneDNN,
+    paddle, their threads and allocators) are in, which has crashed workers inside ``malloc``.  The dataset and the
+    transform reach each worker pickled, once per pass."""
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+
+
+def _await(pool, result, pids, timeout_s: float = 1.0):
+    """``result.get()``, but a worker that died (the pool replaces it, so its pid leaves the pool) is an error
+    naming its exit, never a wait for a batch that will not come."""
+    while True:
+        try:
+            return result.get(timeout=timeout_s)
+        except multiprocessing.TimeoutError:
+            now = {p.pid for p in getattr(pool, "_pool", ())}
+            if now and now != pids:
+                from common.data.datasets import DataError
+
+                raise DataError("a data-loader worker process died (killed by a signal or out of memory) while "
+                                "loading a batch; set DATA.WORKERS 0 to load in the main process and see the error") \
+                    from None
 
 
 class Loader:
@@ -212,6 +244,7 @@ class Loader:
         spill_dir = tempfile.mkdtemp(prefix="twinnas-batches-", dir=_spill_parent())
         pool = _pool_context().Pool(self.workers, initializer=_init_worker,
                                     initargs=(self.dataset, self.transform, spill_dir))
+        pids = {p.pid for p in getattr(pool, "_pool", ())}  # a private list, stable since Python 3.2
         try:
             pending: "collections.deque" = collections.deque()
             following = start
@@ -221,7 +254,7 @@ class Loader:
                     task = (self.seed, self.epoch, following, batches[following])
                     pending.append(pool.apply_async(_worker_load_batch, task))
                     following += 1
-                batch = _receive(pending.popleft().get())
+                batch = _receive(_await(pool, pending.popleft(), pids))
                 self._position = number + 1
                 yield batch
         finally:
