@@ -97,3 +97,16 @@ def test_segmentation_trains_and_tests(backend, tmp_path):
 def test_infer_is_refused_for_segmentation(tmp_path, capsys):
     assert main(["infer", CONFIG, "--backend", "torch", "--inputs", "x.npy"]) == 2
     assert "is for train / test, not infer" in capsys.readouterr().err
+
+
+def test_images_of_several_sizes_in_one_batch_are_one_clear_error(tmp_path):
+    from common.data.datasets import DataError
+    from common.data.loader import Loader
+
+    root = make_cityscapes(tmp_path / "a", counts=(("val", 2),), size=(48, 96))
+    make_cityscapes(tmp_path / "a", counts=(("val", 1),), size=(32, 64), seed=1)  # the first pair, smaller
+    folder = S.CityscapesFolder(root, "val", num_classes=3)
+    t = S.SegTransform(False, (32, 64), (1, 1), 96, 0.0, (0, 0), (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(DataError, match=r"different shapes .*SEG.EVAL_SIZE"):
+        list(Loader(folder, t, 2))
+    assert len(list(Loader(folder, t, 1))) == len(folder)  # a batch of 1 evaluates whole images of any size

@@ -406,6 +406,10 @@ def _run_ncp_search(args, cfg) -> int:
     try:
         extras = N.parse_extra(node.EXTRA_PREDICTORS)
         specs = [spec] + [P.predictor_spec(setting, str(node.TABLES)) for _, setting, _ in extras]
+        for (path, setting, _), extra in zip(extras, specs[1:]):
+            if extra.input_dim != spec.input_dim:
+                raise N.NCPError(f"NCP.EXTRA_PREDICTORS: {path}@{setting} reads {extra.input_dim}-number codes, the "
+                                 f"{spec.setting!r} predictor {spec.input_dim}: they cannot share one code")
         texts = list(node.OBJECTIVES) or [f"{spec.main_metric}=1", "flops=-0.5"]
         terms = N.parse_terms(texts, specs) + N.extra_terms(extras, specs)
         start = N.start_code(node.START)

@@ -64,6 +64,13 @@ def load_batch(dataset, transform: Optional[Callable], seed: int, epoch: int, in
             image = transform(image, sample_rng(seed, epoch, index))
         images.append(image)
         labels.append(label)
+    shapes = {np.shape(image) for image in images}
+    if len(shapes) > 1:  # e.g. whole-image segmentation evaluation of images of several sizes
+        from common.data.datasets import DataError
+
+        raise DataError(f"the samples of one batch have different shapes {sorted(shapes)} (indices "
+                        f"{[int(i) for i in indices]}): resize them to one size (segmentation: SEG.EVAL_SIZE) or "
+                        "use a batch of 1 (DATA.EVAL_BATCH_SIZE 1)")
     stacked = np.stack(images)
     if stacked.dtype != np.float32:
         raise TypeError(
