@@ -163,6 +163,9 @@ def run(propagator, specs: Sequence[P.PredictorSpec], terms: Sequence[Term], sta
         continuous = z * std + mean
         rounded = MR.round_embedding(continuous)
         preds = [np.asarray(p, dtype=np.float64)[0] for p in propagator.predict(np.asarray([rounded], np.float64))]
+        if not all(np.isfinite(p).all() for p in preds):
+            raise NCPError(f"a predictor's output is not finite for the code of iteration {it} "
+                           f"({MR.from_embedding(rounded).code()}): is MODEL.WEIGHTS a trained predictor?")
         flops, params = MR.table_counts(rounded)
         objective = float(sum(term.weight * preds[term.predictor][term.index] for term in terms))
         over = {"flops": max_flops > 0 and flops > max_flops, "params": max_params > 0 and params > max_params}

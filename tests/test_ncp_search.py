@@ -153,3 +153,19 @@ def test_the_search_configs_read_the_predictors_train_writes():
     both = load_config(os.path.join(ROOT, "configs", "ncp_search_seg_video.yaml"))
     assert N.parse_extra(both.NCP.EXTRA_PREDICTORS) == [(os.path.join("runs", "ncp_predictor_video",
                                                                         "best.safetensors"), "video", 1.0)]
+
+
+def test_a_predictor_giving_nan_stops_the_search_instead_of_ranking_it():
+    """NaN predictions must never be compared into a 'best' code."""
+    spec = P.predictor_spec("seg")
+
+    class NaNPredictor:
+        def gradient(self, z, weights):
+            return [np.zeros((1, 5))], np.ones(27)
+
+        def predict(self, codes):
+            return [np.full((len(codes), 5), np.nan)]
+
+    terms = N.parse_terms(["mIoU=1"], [spec])
+    with pytest.raises(N.NCPError, match="not finite for the code of iteration 1"):
+        N.run(NaNPredictor(), [spec], terms, MR.DEFAULT_START, 3, 3.0)
