@@ -24,6 +24,28 @@ Every contender gets the same numpy batch (``N(0, 1)`` images, uniform labels, s
 (``SCHED.WARMUP_LR`` when there is a warmup, else ``OPTIM.LR``); it does not change the work done.
 
 Goals printed: torch twin >= 1.0x timm; paddle twin >= 0.8x torch twin (each mode and batch size).
+
+**The supernet search** (``MODEL.NAME cream_supernet``, ``configs/cream_search_bench.yaml``): contenders ``torch`` and
+``paddle`` (default; baseline torch; timm has no supernet), each building the task exactly as ``search`` does
+(``backend.make_task("cream_search", model, cfg, spec)`` on the ``init_state`` weights of ``SEED``), put at epoch
+``CREAM.META_START_EPOCH + 1`` (distillation on) with the board filled before timing: ``CREAM.POOL_SIZE`` entries
+through the board's own insertion rule, their paths drawn by ``common.specs.cream.sample_path`` from
+``path_seed(SEED, j, "bench_board")``, their ``SLICE`` images and soft targets (a softmax of ``N(0, 1)`` logits)
+seeded numpy, the same for both backends.  LRs: the search's own schedules (``engine.build_schedules``) at that epoch.
+Modes:
+
+* ``train`` -- one search iteration, the search task's ``train_step`` as the loop calls it: the student path of that
+  global step (``sample_path`` / ``path_seed(SEED, step)``: the same sequence of paths in both twins), the meta
+  matching network's score of every board entry (a student forward on each entry's images), the teacher path's
+  forward, label-smoothed CE + KD, the gradient of the path's weights, the SGD step, the board's update.  No meta
+  update (``epoch_step`` is pinned to 1 before each step, so ``UPDATE_ITER`` never falls on one unless it is 1);
+  output: ``classifier.weight`` after all steps;
+* ``meta``  -- one meta matching update, the task's ``meta_update(batch, path, lrs)`` (the real student step on the
+  board slice, the validation gradient, the meta gradient, the meta step); a search runs one every
+  ``CREAM.UPDATE_ITER`` iterations; output: the meta layer after all updates;
+* ``eval``  -- the search's per-epoch evaluation forward: the ``val`` path of that epoch, ``Backend.eval_logits``.
+
+Batches: seeded ``N(0, 1)`` images and uniform labels (the child-net benchmark's), the same for both twins.
 No framework is imported at module level.
 """
 from __future__ import annotations
@@ -46,6 +68,22 @@ DEFAULT_CONTENDERS = ("timm", "torch", "paddle")
 DEFAULT_MODES = ("train", "eval")
 DEFAULT_WARMUP = 3
 DEFAULT_ITERS = 10
+#: child nets: train / eval; the supernet search: train (a search iteration), meta (a meta update), eval
+SUPPORTED_MODES = ("train", "eval", "meta")
+SUPERNET_CONTENDERS = ("torch", "paddle")
+#: the stream of the seeded paths of the board the supernet benchmark fills before timing
+BOARD_STREAM = "bench_board"
+
+
+def default_contenders(cfg) -> Tuple[str, ...]:
+    """The twins and timm for a child net; the twins for the supernet search (timm has no supernet)."""
+    return SUPERNET_CONTENDERS if is_supernet(cfg) else DEFAULT_CONTENDERS
+
+
+def is_supernet(cfg) -> bool:
+    from common.specs import cream as C
+
+    return str(cfg.MODEL.NAME).strip() in C.SUPERNET_NAMES
 
 #: base name -> (framework, factory, allowed flags)
 BASES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
@@ -63,15 +101,46 @@ GOALS = (
 
 # ------------------------------------------------------------------------------------------------ parent side
 def make_contender(name: str, cfg_path: str) -> Contender:
-    return contender_from_name(FAMILY, BASES, name, cfg_path)
+    contender = contender_from_name(FAMILY, BASES, name, cfg_path)
+    base, *flags = name.split("+")
+    if (base not in SUPERNET_CONTENDERS or flags) and os.path.isfile(cfg_path):
+        from common.config import load_config
+
+        cfg = load_config(cfg_path)
+        if is_supernet(cfg):
+            raise BenchError(f"BENCH.CONTENDERS: {name!r} has no supernet search; MODEL.NAME {cfg.MODEL.NAME!r} is "
+                             f"benchmarked with the twins as the search runs them: "
+                             f"{', '.join(SUPERNET_CONTENDERS)}")
+    return contender
 
 
 def header(cfg, spec) -> str:
     from common.specs import cream as C
 
+    if isinstance(spec, C.CreamSupernetSpec):
+        return supernet_header(cfg, spec)
     return (f"Cream {spec.name} at {spec.image_size} px: {C.count_params(spec):,} parameters, "
             f"{C.count_macs(spec, spec.image_size) / 1e6:.1f} M MACs (conv_fc rule), {spec.num_classes} classes, "
             f"optimizer {cfg.OPTIM.NAME}, EMA decay {cfg.TRAIN.EMA_DECAY}, label smoothing {cfg.TRAIN.LABEL_SMOOTHING}")
+
+
+def supernet_header(cfg, spec) -> str:
+    from common.specs import cream as C
+
+    size = spec.image_size or int(cfg.DATA.IMAGE_SIZE)
+    table = C.flops_table(spec, size)
+    lo = table.fixed + sum(min(row) for stage in table.choices for row in stage)
+    hi = table.fixed + sum(max(row) for stage in table.choices for row in stage)
+    layers = sum(spec.sta_num)
+    node = cfg.CREAM
+    return (f"Cream supernet search ({spec.name}, sta_num {list(spec.sta_num)}: {layers} searched layers x "
+            f"{C.NUM_CHOICES} choices) at {size} px: {C.count_params(spec):,} parameters, a path {lo:.1f}-{hi:.1f} "
+            f"MFLOPs ({table.rule}); board {int(node.POOL_SIZE)} paths x {spec.slice} images (filled before timing), "
+            f"teacher {node.PICK_METHOD}, distillation on (0-based epoch {int(node.META_START_EPOCH) + 1}), meta layer "
+            f"{node.META_DTYPE}; {cfg.OPTIM.NAME} lr {cfg.OPTIM.LR}, label smoothing {cfg.TRAIN.LABEL_SMOOTHING}.  "
+            f"Modes: train = one search iteration (student path + the board's meta scoring + teacher forward, no meta "
+            f"update), meta = one meta matching update (one per {int(node.UPDATE_ITER)} iterations in a search), "
+            f"eval = one path's evaluation forward; search iterations/s = 1000 / ms/step = img/s / batch")
 
 
 def goals(rows: Sequence[Dict[str, Any]], table=GOALS) -> List[Dict[str, Any]]:
@@ -271,11 +340,128 @@ def _twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg_path:
 
 
 def twin_torch(mode: str, batch_size: int, threads: int, cfg_path: str, flags: Sequence[str] = ()) -> Runner:
-    return _twin("torch", mode, batch_size, threads, cfg_path, flags)
+    return _family_twin("torch", mode, batch_size, threads, cfg_path, flags)
 
 
 def twin_paddle(mode: str, batch_size: int, threads: int, cfg_path: str, flags: Sequence[str] = ()) -> Runner:
-    return _twin("paddle", mode, batch_size, threads, cfg_path, flags)
+    return _family_twin("paddle", mode, batch_size, threads, cfg_path, flags)
+
+
+def _family_twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg_path: str,
+                 flags: Sequence[str]) -> Runner:
+    """A Cream twin: the supernet search's workloads for a ``cream_supernet`` config, else the child net's."""
+    from common.config import load_config
+
+    cfg = load_config(cfg_path)
+    if is_supernet(cfg):
+        return supernet_twin(backend_name, mode, batch_size, threads, cfg, flags)
+    if mode not in ("train", "eval"):
+        raise BenchError(f"mode {mode!r} times the supernet search (MODEL.NAME cream_supernet, "
+                         f"configs/cream_search_bench.yaml); a child net has the modes train and eval")
+    return _twin(backend_name, mode, batch_size, threads, cfg_path, flags)
+
+
+# ------------------------------------------------------------------------------------------------ supernet search
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fill_board(task, cfg, spec) -> None:
+    """Fill ``task.board`` (``CREAM.POOL_SIZE`` entries) through its insertion rule with seeded entries: paths from
+    ``sample_path(spec, path_seed(SEED, j, BOARD_STREAM), <the board's probabilities>)``, ``N(0, 1)`` images and the
+    softmax of ``N(0, 1)`` logits as soft targets, batch top-1 descending from 100 (distinct, so the order is the
+    insertion order).  The same arrays for every backend.  ``task.epoch`` must be after ``META_START_EPOCH``."""
+    from common.specs import cream as C
+
+    seed = int(cfg.SEED)
+    rng = np.random.default_rng([seed, 11])
+    size = spec.image_size or int(cfg.DATA.IMAGE_SIZE)
+    pool = task.board.pool_size
+    prob = task.board.probabilities(task.how_to_prob, task.pre_prob)
+    for j in range(pool):
+        path = C.sample_path(spec, C.path_seed(seed, j, BOARD_STREAM), prob, task.upstream_sampling)
+        images = rng.standard_normal((spec.slice, spec.in_chans, size, size)).astype(np.float32)
+        soft = softmax_rows(rng.standard_normal((spec.slice, spec.num_classes))).astype(np.float32)
+        task.enter_board(-1 - j, 100.0 * (pool - j) / pool, path, images, soft)
+    if len(task.board) != pool:
+        raise BenchError(f"the board took {len(task.board)} of {pool} seeded entries (epoch {task.epoch}, "
+                         f"CREAM.META_START_EPOCH {task.start_epoch_meta})")
+
+
+def supernet_twin(backend_name: str, mode: str, batch_size: int, threads: int, cfg, flags: Sequence[str]) -> Runner:
+    """A twin on a supernet-search workload (module docstring): the search task as ``search`` builds it, at the
+    epoch after ``META_START_EPOCH`` with a full board."""
+    from common import engine
+    from common.specs import cream as C
+
+    if mode not in SUPPORTED_MODES:
+        raise BenchError(f"mode {mode!r}: the supernet search is timed in the modes {', '.join(SUPPORTED_MODES)}")
+    if flags:
+        raise BenchError(f"flags {list(flags)} are not available for the supernet search (contenders: "
+                         f"{', '.join(SUPERNET_CONTENDERS)})")
+    spec = C.spec_from_config(cfg)
+    if mode == "meta":
+        if str(cfg.CREAM.PICK_METHOD) != "meta":
+            raise BenchError(f"mode 'meta': CREAM.PICK_METHOD is {cfg.CREAM.PICK_METHOD!r}; the search runs meta "
+                             "updates only with PICK_METHOD meta")
+        if batch_size < 2 * spec.slice:
+            raise BenchError(f"mode 'meta': the meta update takes 2 x CREAM.SLICE = {2 * spec.slice} images of a "
+                             f"batch; batch {batch_size} is smaller")
+    if backend_name == "torch":
+        set_torch_threads(threads)
+    else:
+        set_paddle_threads(threads)
+    backend_module = importlib.import_module(f"{backend_name}_impl.backend")
+    be = backend_module.Backend(device=cfg.DEVICE, dtype="float32", threads=threads)
+    model = be.build_model(FAMILY, spec)
+    be.load_neutral(model, C.init_state(spec, np.random.default_rng(cfg.SEED)), source="numpy init")
+    params = be.count_parameters(model)
+    task = be.make_task("cream_search", model, cfg, spec)
+    epoch = int(cfg.CREAM.META_START_EPOCH) + 1
+    task.start_epoch(epoch)
+    fill_board(task, cfg, spec)
+    if not task.distilling():
+        raise BenchError(f"the search task does not distil at epoch {epoch} with a full board")
+    lrs = {name: float(s.lr_at(epoch)) for name, s in engine.build_schedules(cfg, task).items()}
+    size = spec.image_size or int(cfg.DATA.IMAGE_SIZE)
+    images, labels = random_batch(spec.in_chans, size, spec.num_classes, batch_size, cfg.SEED)
+    counter = itertools.count()
+    holder: Dict[str, Any] = {}
+    notes = [f"board {len(task.board)}/{task.board.pool_size}", f"epoch {epoch}",
+             "lrs " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(lrs.items()))]
+    if mode == "train":
+        notes.append("distillation on, no meta update in the step")
+
+        def step():
+            task.epoch_step = 1  # no meta update falls on this step (the meta mode times it)
+            holder["metrics"] = task.train_step({"train": (images, labels)}, lrs, next(counter))
+
+        def output():
+            return be.state_to_neutral(model)["classifier.weight"]
+    elif mode == "meta":
+        def step():
+            path = task.sample_path(next(counter))
+            holder["meta"] = task.meta_update((images, labels), path, lrs)
+
+        def output():
+            state = be.state_to_neutral(model)
+            return np.concatenate([np.asarray(state[n], dtype=np.float64).reshape(-1) for n in C.META_PARAMETERS])
+    else:
+        path = task.val_path(epoch)
+        notes.append("the val path " + "".join(str(c) if c >= 0 else "s" for stage in path[1:-1] for c in stage))
+
+        def step():
+            model.set_path(path)
+            holder["out"] = be.eval_logits(model, images)
+
+        def output():
+            return holder.get("out")
+
+    profile = torch_profile if backend_name == "torch" else paddle_profile
+    return Runner(step, {"version": backend_module.framework_version(), "params": params, "note": ", ".join(notes)},
+                  output, functools.partial(profile, step))
 
 
 def build_timm_cream(spec):

@@ -53,8 +53,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: every workload mode a family benchmark may offer (each family lists its own in ``SUPPORTED_MODES``): a training
-#: step, an evaluation forward, and the PC-DARTS search steps (weight step, first- / second-order architecture step)
-MODES = ("train", "eval", "weight", "arch1", "arch2")
+#: step, an evaluation forward, the PC-DARTS search steps (weight step, first- / second-order architecture step)
+#: and the Cream supernet's meta matching update
+MODES = ("train", "eval", "weight", "arch1", "arch2", "meta")
 
 
 class BenchError(RuntimeError):

@@ -7,6 +7,7 @@ Layout of one file
   * the slots of each named optimizer (``weights``, ``arch``, ``meta``, ...) under
     ``__optim__/<optimizer>/<slot>/<param name>`` (e.g. ``__optim__/weights/momentum/conv_stem.weight``);
   * extra numpy arrays of RNG state under ``__rng__/<name>``;
+  * a task's arrays (the Cream board's images and soft targets) under ``__extra__/<name>``;
   * JSON metadata in the safetensors header: format version, family, spec, config, epoch/step, metrics,
     source framework, the scalar parts of the optimizers and RNG state, and a task's JSON-able ``extra`` state
     (a search's board, a sampler position, a genotype history).
@@ -32,7 +33,8 @@ FORMAT_VERSION = 2
 EMA_PREFIX = "__ema__/"
 OPTIM_PREFIX = "__optim__/"
 RNG_PREFIX = "__rng__/"
-RESERVED_PREFIXES = (EMA_PREFIX, OPTIM_PREFIX, RNG_PREFIX)
+EXTRA_PREFIX = "__extra__/"
+RESERVED_PREFIXES = (EMA_PREFIX, OPTIM_PREFIX, RNG_PREFIX, EXTRA_PREFIX)
 #: the name of the optimizer of the network weights (format version 1 files had only this one)
 WEIGHTS_OPTIMIZER = "weights"
 SUFFIX = ".safetensors"
@@ -53,7 +55,8 @@ class OptimizerState:
 
 
 class Checkpoint:
-    """Model tensors, EMA, named optimizer states, RNG state, metadata and a task's JSON-able ``extra``.
+    """Model tensors, EMA, named optimizer states, RNG state, metadata, a task's JSON-able ``extra`` and its arrays
+    (``extra_arrays``).
 
     ``optimizer=`` (one optimizer, the weights') is accepted for the common case and stored as ``weights``;
     ``optimizers={name: state}`` holds several (a search's ``weights`` + ``arch``, Cream's ``meta``).
@@ -62,7 +65,8 @@ class Checkpoint:
     def __init__(self, model: Dict[str, np.ndarray], meta: Optional[Dict[str, Any]] = None,
                  ema: Optional[Dict[str, np.ndarray]] = None, optimizer: Optional[OptimizerState] = None,
                  rng: Optional[Dict[str, Any]] = None, rng_arrays: Optional[Dict[str, np.ndarray]] = None,
-                 optimizers: Optional[Dict[str, OptimizerState]] = None, extra: Optional[Dict[str, Any]] = None):
+                 optimizers: Optional[Dict[str, OptimizerState]] = None, extra: Optional[Dict[str, Any]] = None,
+                 extra_arrays: Optional[Dict[str, np.ndarray]] = None):
         self.model = model
         self.meta = {} if meta is None else meta
         self.ema = ema
@@ -74,6 +78,7 @@ class Checkpoint:
         self.rng = rng
         self.rng_arrays = {} if rng_arrays is None else rng_arrays
         self.extra: Dict[str, Any] = {} if extra is None else extra
+        self.extra_arrays: Dict[str, np.ndarray] = {} if extra_arrays is None else extra_arrays
 
     @property
     def optimizer(self) -> Optional[OptimizerState]:
@@ -115,6 +120,8 @@ def save_checkpoint(path: str, ckpt: Checkpoint) -> None:
                                 "slots": sorted(opt.slots)}
     for name, array in ckpt.rng_arrays.items():
         tensors[RNG_PREFIX + name] = _as_array(array, name)
+    for name, array in ckpt.extra_arrays.items():
+        tensors[EXTRA_PREFIX + name] = _as_array(array, name)
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -162,6 +169,7 @@ def load_checkpoint(path: str) -> Checkpoint:
     model: Dict[str, np.ndarray] = {}
     ema: Dict[str, np.ndarray] = {}
     rng_arrays: Dict[str, np.ndarray] = {}
+    extra_arrays: Dict[str, np.ndarray] = {}
     slots: Dict[str, Dict[str, Dict[str, np.ndarray]]] = {}  # optimizer -> slot -> param -> array
     for name, array in tensors.items():
         if name.startswith(EMA_PREFIX):
@@ -177,6 +185,8 @@ def load_checkpoint(path: str) -> Checkpoint:
             slots.setdefault(opt_name, {}).setdefault(slot, {})[param] = array
         elif name.startswith(RNG_PREFIX):
             rng_arrays[name[len(RNG_PREFIX):]] = array
+        elif name.startswith(EXTRA_PREFIX):
+            extra_arrays[name[len(EXTRA_PREFIX):]] = array
         else:
             model[name] = array
     described = header.get("optimizers") or {}
@@ -200,6 +210,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         rng=header.get("rng"),
         rng_arrays=rng_arrays,
         extra=header.get("extra") or {},
+        extra_arrays=extra_arrays,
     )
 
 

@@ -107,6 +107,12 @@ def optimizer_node(**defaults: Any) -> CN:
 
 
 _C.OPTIM = optimizer_node()
+#: the Cream meta matching network's optimizer (SGD nesterov, no weight decay, LR 1e-4, upstream META_LR); with
+#: FOLLOW_SCHED its LR follows the weights' schedule scaled by META_OPTIM.LR / OPTIM.LR (upstream's LambdaLR
+#: multiplies every parameter group), and its steps clip the meta gradient to GRAD_CLIP
+_C.META_OPTIM = optimizer_node(NAME="sgd", LR=1e-4, MOMENTUM=0.9, NESTEROV=True, WEIGHT_DECAY=0.0,
+                               NO_DECAY_1D=False, GRAD_CLIP=1.0)
+_C.META_OPTIM.FOLLOW_SCHED = True
 # PC-DARTS architecture optimizer (the alphas / betas): Adam, lr 6e-4, betas (0.5, 0.999), weight decay 1e-3 on
 # every architecture parameter.
 _C.ARCH_OPTIM = optimizer_node(NAME="adam", LR=6e-4, BETAS=(0.5, 0.999), WEIGHT_DECAY=1e-3, NO_DECAY_1D=False,
@@ -157,6 +163,38 @@ _C.CREAM.ARCH = ()
 # False = upstream's builder (a single-block stage keeps its template kernel/expansion; the released checkpoints
 # need this); True = apply the arch list everywhere.
 _C.CREAM.HONOUR_SINGLE_BLOCK_CHOICES = False
+# --- the supernet search (MODEL.NAME cream_supernet; `search`): upstream's SUPERNET node, shared/research/cream.md §2
+# FLOPs window (MFLOPs) the greedy layer search cuts the supernet's stages with: [0, 600] -> 4 layers per stage.
+_C.CREAM.FLOPS_MINIMUM = 0.0
+_C.CREAM.FLOPS_MAXIMUM = 600.0
+_C.CREAM.STA_NUM = ()            # layers per choice stage given directly (5 ints, each 1..4); empty = the layer search
+_C.CREAM.SLICE = 4               # images (and soft targets) a board entry keeps; the meta layer reads NUM_CLASSES x SLICE
+_C.CREAM.POOL_SIZE = 10          # paths on the prioritized board
+_C.CREAM.ACC_GAP = 5.0           # a path beats the board's worst by this many top-1 points to enter a full board
+_C.CREAM.META_START_EPOCH = 20   # distillation, the board and meta updates after this epoch (0-based, upstream 20)
+_C.CREAM.UPDATE_ITER = 200       # a meta-network update every this many steps of an epoch (upstream train.yaml 200)
+_C.CREAM.PICK_METHOD = "meta"    # teacher: "meta" (the matching network's best entry) or "top1" (the board's first)
+# Path sampling: "even" (uniform), "pre_prob" (CREAM.PRE_PROB per choice) or "teacher" (op frequencies on the board).
+_C.CREAM.HOW_TO_PROB = "pre_prob"
+_C.CREAM.PRE_PROB = (0.05, 0.2, 0.05, 0.5, 0.05, 0.15)
+# The meta layer's weights and its update are kept in float64 ("float64", default: a float32 meta step of lr 1e-4
+# moves almost no weight, shared/research/cream.md §2.3) or in the run's dtype ("model": upstream).
+_C.CREAM.META_DTYPE = "float64"
+# Where the meta gradient reads the student's KD gradient: "pre_step" (default: the weights the KD gradient was taken
+# at, what create_graph on torch 2 gives) or "post_step" (recomputed after the real student step: the torch-1.2 run).
+_C.CREAM.META_GRAD_AT = "pre_step"
+# Upstream quirks, each a switch; the defaults are the paper's intent, configs/cream_search_upstream.yaml turns all
+# of them to upstream's released behaviour.
+_C.CREAM.UPSTREAM_SAMPLING = False   # np.random.choice(6, n, prob): prob is `replace`, so every draw is uniform
+_C.CREAM.BOARD_STORES_TEACHER = False  # a board entry keeps the teacher's soft targets instead of its own path's
+_C.CREAM.META_VALUE_OF = "teacher"   # meta value sigmoid(-w) of the chosen teacher's entry; "last": the board's last
+_C.CREAM.META_TENSORS = "all"        # the meta gradient over every path parameter; "first": conv_stem.weight only
+_C.CREAM.META_VALUE_GRAD = False     # the main loss's meta value sends gradients to the meta layer and the student
+_C.CREAM.SIMULATE_LR = "weights"     # the simulated student step's LR: the weights' ("meta": the meta layer's LR)
+_C.CREAM.TIE_BREAK = "fewer_flops"   # equal top-1 on the board: fewer FLOPs first ("upstream": more FLOPs first)
+_C.CREAM.PLOT_BOARD = True           # board.png (top-1 vs FLOPs of the board's paths, every epoch) in the run folder
+# The child-net config `search` writes (<run>/child.yaml) starts from this config (a path; relative: to configs/).
+_C.CREAM.EXPORT_BASE = "cream14.yaml"
 
 _C.PNASNET = CN()
 # Build the TF auxiliary head (aux_<k>: after cell 7 of Large, 5 of Mobile).  On: the training forward returns
@@ -247,7 +285,7 @@ _C.BENCH.TRAIN_BATCH_SIZES = (32,)  # train-mode batch sizes (empty = BATCH_SIZE
 _C.BENCH.WARMUP = 0                 # warmup steps per contender and workload (0 = the family's default)
 _C.BENCH.ITERS = 0                  # timed steps per contender and workload (0 = the family's default)
 _C.BENCH.ROUNDS = 2                 # the timed steps are split into this many interleaved rounds
-_C.BENCH.MODES = ()                 # train and/or eval; PC-DARTS search: weight, arch1, arch2 (empty = the default)
+_C.BENCH.MODES = ()                 # train and/or eval; PC-DARTS search: weight, arch1, arch2; Cream supernet: meta
 _C.BENCH.CONTENDERS = ()            # e.g. [timm, torch, paddle, torch+cl] (empty = the family's default)
 _C.BENCH.BASELINE = ""              # contender the ratios are taken against ("" = the family's default)
 _C.BENCH.THREADS = 0                # math threads of every contender (0 = THREADS, or all cores when that is 0)
@@ -259,7 +297,7 @@ _C.BENCH.TIMEOUT_S = 1800.0         # a worker that does not answer within this 
 _C.BENCH.UPSTREAM = ""
 
 #: the workload modes of ``bench`` (``bench/harness.MODES``; each family's benchmark offers some of them)
-BENCH_MODES = ("train", "eval", "weight", "arch1", "arch2")
+BENCH_MODES = ("train", "eval", "weight", "arch1", "arch2", "meta")
 
 # Keys whose value must come from a closed set.  Later families register theirs with ``register_enum``.
 ENUMS: Dict[str, Sequence[Any]] = {
@@ -275,6 +313,16 @@ ENUMS: Dict[str, Sequence[Any]] = {
     "ARCH_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
     "ARCH_OPTIM.UNUSED_GRADS": ("skip", "zero"),
     "PCDARTS.HVP": ("finite_difference", "finite_difference_float64"),
+    "META_OPTIM.NAME": ("sgd", "rmsprop_tf", "rmsprop", "adam", "adamw"),
+    "META_OPTIM.UNUSED_GRADS": ("skip", "zero"),
+    "CREAM.PICK_METHOD": ("meta", "top1"),
+    "CREAM.HOW_TO_PROB": ("even", "pre_prob", "teacher"),
+    "CREAM.META_DTYPE": ("float64", "model"),
+    "CREAM.META_GRAD_AT": ("pre_step", "post_step"),
+    "CREAM.META_VALUE_OF": ("teacher", "last"),
+    "CREAM.META_TENSORS": ("all", "first"),
+    "CREAM.SIMULATE_LR": ("weights", "meta"),
+    "CREAM.TIE_BREAK": ("fewer_flops", "upstream"),
     "SCHED.WARMUP_STYLE": ("linear", "staircase"),
     "NASBENCH_MR.TASK": ("classification", "segmentation"),
 }
@@ -439,6 +487,19 @@ def validate(cfg: CN, source: str) -> None:
          "must be epochs >= 0 in increasing order"),
         ("SCHED.MILESTONES", lambda v: cfg.SCHED.NAME != "multistep" or len(v) > 0,
          "must not be empty when SCHED.NAME is 'multistep'"),
+        ("CREAM.FLOPS_MINIMUM", nonneg, "must be a finite number >= 0 (MFLOPs)"),
+        ("CREAM.FLOPS_MAXIMUM", positive, "must be > 0 (MFLOPs)"),
+        ("CREAM.FLOPS_MAXIMUM", lambda v: v >= cfg.CREAM.FLOPS_MINIMUM,
+         f"must be >= CREAM.FLOPS_MINIMUM = {cfg.CREAM.FLOPS_MINIMUM!r}"),
+        ("CREAM.STA_NUM", lambda v: len(v) == 0 or (len(v) == 5 and all(1 <= int(x) <= 4 for x in v)),
+         "must be empty (the layer search) or 5 layer counts, each 1..4"),
+        ("CREAM.SLICE", lambda v: v >= 1, "must be >= 1"),
+        ("CREAM.POOL_SIZE", lambda v: v >= 1, "must be >= 1"),
+        ("CREAM.ACC_GAP", nonneg, "must be a finite number >= 0 (top-1 points)"),
+        ("CREAM.META_START_EPOCH", lambda v: v >= 0, "must be >= 0"),
+        ("CREAM.UPDATE_ITER", lambda v: v >= 1, "must be >= 1"),
+        ("CREAM.PRE_PROB", lambda v: len(v) == 6 and all(nonneg(x) for x in v) and sum(v) > 0,
+         "must be 6 probabilities >= 0 (one per choice), not all 0"),
         ("PNASNET.TOTAL_TRAINING_STEPS", lambda v: v >= 0, "must be >= 0 (0 = no drop-path burn-in)"),
         ("PNASNET.BN_DECAY", unit_open, "must be in [0, 1)"),
         ("PARITY.BACKENDS", lambda v: len(v) > 0 and all(x in ("torch", "paddle") for x in v),

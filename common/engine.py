@@ -401,7 +401,10 @@ class Loop:
         every = int(self.cfg.TRAIN.EVAL_EVERY)
         if self.val_loader is None or not ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
             return
+        ready = getattr(self.task, "variant_ready", None)
         for variant in self.task.eval_variants():
+            if ready is not None and not ready(variant):  # e.g. the Cream board's path before the board has one
+                continue
             metrics = evaluate(self.task, self.val_loader, variant, self.label_offset,
                                where=f"after epoch {epoch + 1}", last_good=self._last_good())
             row.update({f"{variant}_{k}": v for k, v in metrics.items()})
@@ -567,12 +570,21 @@ def stream_seed(seed: int, name: str) -> int:
 
 
 def build_schedules(cfg, task: TaskBase) -> Dict[str, Any]:
-    """One LR schedule per optimizer: ``SCHED.*`` for the weights, a constant ``<NODE>.LR`` for the others."""
-    from common.schedules import ConstantSchedule, build_schedule
+    """One LR schedule per optimizer: ``SCHED.*`` for the weights, a constant ``<NODE>.LR`` for the others, or, for
+    a node with ``FOLLOW_SCHED`` on, the weights' schedule scaled by ``<NODE>.LR / OPTIM.LR``."""
+    from common.schedules import ConstantSchedule, ScaledSchedule, build_schedule
 
     out = {}
     for name, node in task.optimizer_nodes.items():
-        out[name] = build_schedule(cfg) if name == "weights" else ConstantSchedule(float(cfg[node]["LR"]))
+        if name == "weights":
+            out[name] = build_schedule(cfg)
+        elif bool(cfg[node].get("FOLLOW_SCHED", False)):
+            base = float(cfg.OPTIM.LR)
+            if base <= 0:
+                raise TrainingError(f"{node}.FOLLOW_SCHED needs OPTIM.LR > 0 (the scale is {node}.LR / OPTIM.LR)")
+            out[name] = ScaledSchedule(build_schedule(cfg), float(cfg[node]["LR"]) / base)
+        else:
+            out[name] = ConstantSchedule(float(cfg[node]["LR"]))
     return out
 
 

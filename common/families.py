@@ -66,7 +66,9 @@ _CLASSIFICATION = (("train", "classification"), ("test", "classification"), ("in
                    ("search", None))
 
 REGISTRY: Tuple[Family, ...] = (
-    Family("cream", "Cream of the Crop child nets", "common.specs.cream", tasks=_CLASSIFICATION,
+    Family("cream", "Cream of the Crop child nets and supernet search", "common.specs.cream",
+           tasks=(("train", "classification"), ("test", "classification"), ("infer", "classification"),
+                  ("search", "cream_search")),
            bench="bench.cream",
            importers=(Importer("cream-pth", "weights_tools.convert:import_cream_pth",
                                "upstream Cream *.pth.tar (state_dict + state_dict_ema)"),),

@@ -377,6 +377,32 @@ class OneCycleSchedule(Schedule):
         return self._anneal(top, base, x) if phase == 0 else self._anneal(base, top, x)
 
 
+class ScaledSchedule:
+    """Another schedule times a constant: an optimizer whose LR follows the weights' decay at its own scale (the
+    Cream meta matching network: ``META_OPTIM.LR / OPTIM.LR`` x the weights' LR, as upstream's LambdaLR scales
+    every parameter group)."""
+
+    name = "scaled"
+
+    def __init__(self, schedule: Schedule, scale: float):
+        if not math.isfinite(scale) or scale < 0:
+            raise ValueError(f"scaled schedule: scale = {scale!r} must be a finite number >= 0")
+        self.schedule = schedule
+        self.scale = float(scale)
+        self.per_step = schedule.per_step
+
+    def lr_at(self, epoch: float) -> float:
+        return self.scale * self.schedule.lr_at(epoch)
+
+    __call__ = lr_at
+
+    def lr_for(self, epoch: int, step_in_epoch: int = 0, steps_per_epoch: int = 1) -> float:
+        return self.scale * self.schedule.lr_for(epoch, step_in_epoch, steps_per_epoch)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "scale": self.scale, "of": self.schedule.describe()}
+
+
 def _cfg_get(node: Any, key: str, default: Any) -> Any:
     try:
         return node[key] if key in node else default

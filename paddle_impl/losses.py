@@ -9,7 +9,7 @@ from typing import Iterable, List
 
 import paddle
 
-__all__ = ["log_softmax", "cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+__all__ = ["log_softmax", "softmax", "cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
 
 
 def log_softmax(logits: paddle.Tensor, axis: int = 1) -> paddle.Tensor:
@@ -18,6 +18,11 @@ def log_softmax(logits: paddle.Tensor, axis: int = 1) -> paddle.Tensor:
     log-probability -64 instead of its true value (tests/test_framework_differences_layers.py)."""
     shifted = logits - paddle.max(logits, axis=axis, keepdim=True).detach()  # the max cancels in the gradient
     return shifted - paddle.log(paddle.sum(paddle.exp(shifted), axis=axis, keepdim=True))
+
+
+def softmax(logits: paddle.Tensor, axis: int = 1) -> paddle.Tensor:
+    """``exp(log_softmax(x))``: Paddle's own ``softmax`` clamps ``x - max`` at -64 on CPU (see :func:`log_softmax`)."""
+    return paddle.exp(log_softmax(logits, axis))
 
 
 def cross_entropy(logits: paddle.Tensor, target: paddle.Tensor, label_smoothing: float = 0.0) -> paddle.Tensor:

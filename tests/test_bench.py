@@ -350,3 +350,73 @@ def test_ncp_loop_runs_out_of_epochs_with_one_clear_error(tmp_path):
     assert runner.output().shape == (129,)
     with pytest.raises(harness.BenchError, match="torch\\+bogus"):
         ncp.make_contender("torch+bogus", str(cfg))
+
+
+# ------------------------------------------------------------------------------------------------ Cream supernet search
+def _tiny_supernet_config(tmp_path, **bench):
+    """The digits supernet of cream_search_digits.yaml (sta_num 1,2,2,1,1, 32 px, 10 classes) with a board of 3."""
+    cfg = tmp_path / "tiny_supernet.yaml"
+    cfg.write_text(
+        "_BASE_: " + os.path.join(ROOT, "configs", "cream_search_digits.yaml") + "\n"
+        "CREAM:\n  POOL_SIZE: 3\n"
+        + ("BENCH:\n" + "".join(f"  {k}: {v}\n" for k, v in bench.items()) if bench else "")
+    )
+    return str(cfg)
+
+
+def test_bench_command_on_a_tiny_cream_supernet_search(tmp_path, monkeypatch):
+    """MODEL.NAME cream_supernet: the search task's train_step with a full board and distillation on (train) and a
+    path's evaluation forward (eval), torch vs paddle in one run; then one meta matching update per step (meta)
+    through the harness.  The same steps in both twins (classifier / meta layer after the steps, eval logits)."""
+    from bench import cream
+
+    cfg = _tiny_supernet_config(tmp_path, QUICK="true", THREADS=1, BATCH_SIZES="[8]", TRAIN_BATCH_SIZES="[8]")
+    out_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "main.py"), "bench", cfg,
+                           "--output", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    assert "Cream supernet search (cream_supernet, sta_num [1, 2, 2, 1, 1]" in text and "at 32 px" in text
+    assert "board 3 paths x 4 images" in text and "contenders torch, paddle (baseline torch)" in text
+    assert "paddle twin >= 0.8x torch twin" in text and "timm" not in text
+    rows = json.loads((out_dir / "bench" / "bench.json").read_text())["rows"]
+    assert {(r["mode"], r["contender"]) for r in rows} == {
+        (m, c) for m in ("train", "eval") for c in ("torch", "paddle")}
+    for r in rows:
+        assert not r["error"], r["error"]
+        assert r["family"] == "cream" and r["net"] == "cream_supernet" and r["image_size"] == 32 and r["batch"] == 8
+        assert r["iters"] == 2 and r["params"] == 4_852_819 and "board 3/3" in r["note"]
+        for key in ("img_s", "ms_step", "peak_mb", "ratio", "first_ms"):
+            assert _finite_positive(r[key]), (r["contender"], r["mode"], key, r[key])
+        if r["contender"] == "paddle":  # classifier weights after 3 search steps (LR 0.075; measured 1.7e-5) /
+            # the val path's logits (3.8e-10)
+            bound = {"train": 1e-3, "eval": 1e-5}[r["mode"]]
+            assert r["out_max_abs"] is not None and r["out_max_abs"] < bound, (r["mode"], r["out_max_abs"])
+
+    # meta: the CLI takes it once `meta` is in common/config.BENCH_MODES and bench/harness.MODES
+    if "meta" not in harness.MODES:
+        monkeypatch.setattr(harness, "MODES", harness.MODES + ("meta",))
+    settings = harness.Settings(warmup=0, iters=2, rounds=1, threads=1, log_dir=str(tmp_path / "logs"), quiet=True,
+                                setup_timeout_s=300, step_timeout_s=300)
+    contenders = [cream.make_contender(n, cfg) for n in ("torch", "paddle")]
+    meta = harness.measure(contenders, [harness.Workload("meta", 8)], settings, baseline="torch")
+    for r in meta:
+        assert not r["error"], r["error"]
+        assert _finite_positive(r["ms_step"]) and _finite_positive(r["peak_mb"])
+    # the meta layer after 2 updates (which move it by ~1.3e-3): measured 4e-7 apart
+    assert meta[1]["out_max_abs"] is not None and meta[1]["out_max_abs"] < 1e-5, meta[1]["out_max_abs"]
+    assert [g["mode"] for g in cream.goals(meta)] == ["meta"]
+
+
+def test_cream_supernet_bench_names_what_it_cannot_run(tmp_path):
+    from bench import cream
+
+    cfg = _tiny_supernet_config(tmp_path)
+    with pytest.raises(harness.BenchError, match="'timm' has no supernet search"):
+        cream.make_contender("timm", cfg)
+    with pytest.raises(harness.BenchError, match="'torch\\+cl' has no supernet search"):
+        cream.make_contender("torch+cl", cfg)
+    with pytest.raises(harness.BenchError, match="mode 'meta' times the supernet search"):
+        cream.twin_torch("meta", 8, 1, os.path.join(ROOT, "configs", "cream14_digits.yaml"))
+    with pytest.raises(harness.BenchError, match="2 x CREAM.SLICE = 8 images"):
+        cream.twin_paddle("meta", 4, 1, cfg)

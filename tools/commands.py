@@ -324,12 +324,14 @@ def _run_task(args, command: str) -> int:
     if kind is None:
         raise UserError(
             f"{command}: MODEL.FAMILY {cfg.MODEL.FAMILY!r} has no architecture search in this version "
-            "(PC-DARTS and NCP have one; the Cream supernet search is planned); `train` retrains a given architecture")
+            "(PC-DARTS, Cream and NCP have one); `train` retrains a given architecture")
     run_dir = args.output or cfg.OUTPUT_DIR or engine.default_run_dir(run_dir_for(args, cfg), cfg.RESUME)
     try:  # everything is checked before the run folder is touched
         engine.check_run_dir(run_dir, cfg.RESUME)
         engine.resume_path(cfg, run_dir, kind)
-        splits = ("train",) if command == "search" else ("train", "val")
+        # a search with its own search stream scores on a part of the train split; any other task on the val split
+        streams = importlib.import_module(f"common.tasks.{kind}").BASE.streams
+        splits = ("train",) if "search" in streams else ("train", "val")
         datasets = engine.check_data(cfg, splits=splits, label_offset=engine.label_offset_of(module, spec))
         engine.check_streams(cfg, kind, datasets)
         from common.schedules import build_schedule

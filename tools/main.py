@@ -26,7 +26,7 @@ from tools import commands  # noqa: E402  (needs ROOT on sys.path)
 
 DESCRIPTIONS = {
     "train": "train a network from a config (Cream child-net retraining, PNASNet fine-tuning, ...)",
-    "search": "run an architecture search (PC-DARTS, NCP through a trained predictor; the Cream supernet search is planned)",
+    "search": "run an architecture search (PC-DARTS, the Cream supernet with its prioritized board, NCP through a trained predictor)",
     "test": "evaluate weights on a validation set: top-1 / top-5 and a results file",
     "infer": "run a network on image files or an .npy NCHW batch; writes logits .npy and top-5 JSON",
     "convert": "convert checkpoints between TensorFlow, PyTorch, Paddle, upstream formats and the neutral format",

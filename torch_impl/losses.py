@@ -9,12 +9,18 @@ from typing import Iterable, List
 import torch
 import torch.nn.functional as F
 
-__all__ = ["log_softmax", "cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
+__all__ = ["log_softmax", "softmax", "cross_entropy", "soft_target_cross_entropy", "accuracy_topk"]
 
 
 def log_softmax(logits: torch.Tensor, axis: int = 1) -> torch.Tensor:
     """``x - max - log(sum(exp(x - max)))`` (torch's own kernel; the paddle twin spells the formula out)."""
     return F.log_softmax(logits, dim=axis)
+
+
+def softmax(logits: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """``exp(log_softmax(x))``: the same probabilities as the paddle twin's (Paddle's own ``softmax`` clamps
+    ``x - max`` at -64 on CPU)."""
+    return torch.exp(log_softmax(logits, axis))
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -23,6 +23,7 @@ Semantics follow timm 0.1.20, the version upstream pins (see ``shared/research/c
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -441,6 +442,10 @@ class CreamSupernetSpec(_NetCommon):
     sta_num: Tuple[int, ...] = (4, 4, 4, 4, 4)
     stages: Tuple[Tuple[Tuple[LayerSpec, ...], ...], ...] = ()
     slice: int = 4
+    name: Optional[str] = "cream_supernet"
+    image_size: Optional[int] = None
+    #: the FLOPs window ``search_for_layer`` cut the stages with (MFLOPs; upstream SUPERNET.FLOPS_MINIMUM/MAXIMUM)
+    flops_window: Tuple[float, float] = (0.0, 600.0)
 
     @property
     def meta_features(self) -> int:
@@ -581,7 +586,8 @@ def released_net_spec(name: Union[str, int], honour_single_block_choices: bool =
 
 
 def build_supernet_spec(sta_num: Sequence[int] = (4, 4, 4, 4, 4), num_classes: int = 1000, slice: int = 4,
-                        drop_rate: float = 0.0) -> CreamSupernetSpec:
+                        drop_rate: float = 0.0, in_chans: int = 3, image_size: Optional[int] = None,
+                        flops_window: Tuple[float, float] = (0.0, 600.0)) -> CreamSupernetSpec:
     """The supernet with the first ``sta_num[s]`` *strings* of each choice stage kept (upstream cuts the string
     list, then expands repeats, so stage 3's ``ir_r2`` string yields 5 layers with ``sta_num[2] = 4``)."""
     sta_num = tuple(int(n) for n in sta_num)
@@ -610,8 +616,11 @@ def build_supernet_spec(sta_num: Sequence[int] = (4, 4, 4, 4, 4), num_classes: i
             layers.append(options)
             in_ch = options[0].out_ch
         stages.append(tuple(layers))
+    if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
+        raise ArchListError(f"slice = {slice!r} must be a positive int (images a board entry keeps)")
     return CreamSupernetSpec(num_classes=num_classes, head_in_ch=in_ch, drop_rate=float(drop_rate), sta_num=sta_num,
-                             stages=tuple(stages), slice=int(slice))
+                             stages=tuple(stages), slice=int(slice), in_chans=int(in_chans), image_size=image_size,
+                             flops_window=(float(flops_window[0]), float(flops_window[1])))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -765,69 +774,92 @@ def count_macs(spec: CreamNetSpec, image_size: Optional[int] = None, rule: str =
     * ``rule='thop'`` (current thop, >= 0.1): conv biases not counted, ``4`` per BatchNorm output element
       (normalise 2 + affine 2).
     """
-    if isinstance(spec, CreamSupernetSpec):
-        raise TypeError("count_macs counts a child net; pick a path and build it with build_child_spec")
+    if isinstance(spec, CreamSupernetSpec):  # its largest path (the last choice, k7 e6, in every layer)
+        largest = ((0,),) + tuple((NUM_CHOICES - 1,) * n for n in spec.sta_num) + ((0,),)
+        size = image_size if image_size is not None else spec.image_size
+        table = flops_table(spec, size, rule)
+        return int(round(table.path_mflops(largest) * 1e6)) + spec.num_features * spec.num_classes
     if rule not in MAC_RULES:
         raise ValueError(f"unknown MAC counting rule {rule!r} (expected one of {', '.join(MAC_RULES)})")
     size = image_size if image_size is not None else spec.image_size
     if size is None:
         raise ValueError("count_macs needs an image_size (the spec carries none)")
-    thop = rule != "conv_fc"
-    bn_cost = {"conv_fc": 0, "thop_2020": 2, "thop": 4}[rule]
-    bias_cost = 1 if rule == "thop_2020" else 0
+    hw = conv_out_size(size, spec.stem_kernel, spec.stem_stride, conv_padding(spec.stem_kernel, spec.stem_stride))
+    total = _stem_macs(spec, hw, rule)
+    for _, layer in spec.iter_blocks():
+        macs, hw = layer_macs(layer, hw, rule)
+        total += macs
+    return total + _head_macs(spec, hw, rule)
+
+
+def _mac_costs(rule: str) -> Tuple[bool, int, int]:
+    if rule not in MAC_RULES:
+        raise ValueError(f"unknown MAC counting rule {rule!r} (expected one of {', '.join(MAC_RULES)})")
+    return rule != "conv_fc", {"conv_fc": 0, "thop_2020": 2, "thop": 4}[rule], 1 if rule == "thop_2020" else 0
+
+
+def _conv_macs(hw_out: int, c_in: int, c_out: int, kernel: int, groups: int = 1, bias: bool = False,
+               bias_cost: int = 0) -> int:
+    return hw_out * hw_out * c_out * (c_in // groups * kernel * kernel + (bias_cost if bias else 0))
+
+
+def _stem_macs(spec, hw: int, rule: str) -> int:
+    """The stem conv and its BN on an ``hw`` x ``hw`` output (see :func:`count_macs` for the rules)."""
+    _, bn_cost, _ = _mac_costs(rule)
+    return _conv_macs(hw, spec.in_chans, spec.stem_ch, spec.stem_kernel) + bn_cost * hw * hw * spec.stem_ch
+
+
+def _head_macs(spec, hw: int, rule: str, classifier: bool = True) -> int:
+    """Global pool, ``conv_head`` on the pooled map and (``classifier``) the classifier."""
+    thop, _, bias_cost = _mac_costs(rule)
+    total = spec.head_in_ch * (hw * hw + 1) if thop else 0
+    total += _conv_macs(1, spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias, bias_cost=bias_cost)
+    if classifier:
+        total += spec.num_features * spec.num_classes
+    return total
+
+
+def layer_macs(layer: LayerSpec, hw: int, rule: str = "conv_fc") -> Tuple[int, int]:
+    """``(MACs, output size)`` of one block on an ``hw`` x ``hw`` input, by :func:`count_macs`'s ``rule``."""
+    thop, bn_cost, bias_cost = _mac_costs(rule)
     total = 0
 
     def conv(hw_out: int, c_in: int, c_out: int, kernel: int, groups: int = 1, bias: bool = False) -> None:
         nonlocal total
-        total += hw_out * hw_out * c_out * (c_in // groups * kernel * kernel + (bias_cost if bias else 0))
+        total += _conv_macs(hw_out, c_in, c_out, kernel, groups, bias, bias_cost)
 
     def bn(hw_out: int, channels: int) -> None:
         nonlocal total
         total += bn_cost * hw_out * hw_out * channels
 
-    def pool(hw_in: int, channels: int) -> None:
+    def se(hw_in: int, channels: int, reduced: int) -> None:
         nonlocal total
         if thop:
             total += channels * (hw_in * hw_in + 1)
-
-    def se(hw_in: int, channels: int, reduced: int) -> None:
-        pool(hw_in, channels)
         conv(1, channels, reduced, 1, bias=True)
         conv(1, reduced, channels, 1, bias=True)
 
-    hw = conv_out_size(size, spec.stem_kernel, spec.stem_stride, conv_padding(spec.stem_kernel, spec.stem_stride))
-    conv(hw, spec.in_chans, spec.stem_ch, spec.stem_kernel)
-    bn(hw, spec.stem_ch)
-    for _, layer in spec.iter_blocks():
-        hw_out = conv_out_size(hw, layer.kernel, layer.stride, layer.padding)
-        if layer.type == "ir":
-            conv(hw, layer.in_ch, layer.mid_ch, 1)
-            bn(hw, layer.mid_ch)
-            conv(hw_out, layer.mid_ch, layer.mid_ch, layer.kernel, groups=layer.mid_ch)
-            bn(hw_out, layer.mid_ch)
-            if layer.se_ch:
-                se(hw_out, layer.mid_ch, layer.se_ch)
-            conv(hw_out, layer.mid_ch, layer.out_ch, 1)
-            bn(hw_out, layer.out_ch)
-        elif layer.type in ("ds", "dsa"):
-            conv(hw_out, layer.in_ch, layer.in_ch, layer.kernel, groups=layer.in_ch)
-            bn(hw_out, layer.in_ch)
-            if layer.se_ch:
-                se(hw_out, layer.in_ch, layer.se_ch)
-            conv(hw_out, layer.in_ch, layer.out_ch, 1)
-            bn(hw_out, layer.out_ch)
-        else:
-            conv(hw_out, layer.in_ch, layer.out_ch, layer.kernel)
-            bn(hw_out, layer.out_ch)
-        hw = hw_out
-    if spec.pool_before_head:
-        pool(hw, spec.head_in_ch)
-        conv(1, spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias)
-    else:  # pragma: no cover - Cream always pools first
-        conv(hw, spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias)
-        pool(hw, spec.num_features)
-    total += spec.num_features * spec.num_classes  # classifier
-    return total
+    hw_out = conv_out_size(hw, layer.kernel, layer.stride, layer.padding)
+    if layer.type == "ir":
+        conv(hw, layer.in_ch, layer.mid_ch, 1)
+        bn(hw, layer.mid_ch)
+        conv(hw_out, layer.mid_ch, layer.mid_ch, layer.kernel, groups=layer.mid_ch)
+        bn(hw_out, layer.mid_ch)
+        if layer.se_ch:
+            se(hw_out, layer.mid_ch, layer.se_ch)
+        conv(hw_out, layer.mid_ch, layer.out_ch, 1)
+        bn(hw_out, layer.out_ch)
+    elif layer.type in ("ds", "dsa"):
+        conv(hw_out, layer.in_ch, layer.in_ch, layer.kernel, groups=layer.in_ch)
+        bn(hw_out, layer.in_ch)
+        if layer.se_ch:
+            se(hw_out, layer.in_ch, layer.se_ch)
+        conv(hw_out, layer.in_ch, layer.out_ch, 1)
+        bn(hw_out, layer.out_ch)
+    else:
+        conv(hw_out, layer.in_ch, layer.out_ch, layer.kernel)
+        bn(hw_out, layer.out_ch)
+    return total, hw_out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -944,6 +976,8 @@ def spec_from_config(cfg) -> CreamNetSpec:
     Errors name the key and the value.
     """
     model = cfg.MODEL
+    if str(model.NAME).strip() in SUPERNET_NAMES:
+        return supernet_spec_from_config(cfg)
     cream = cfg.CREAM if "CREAM" in cfg else None
     arch_value = cream.ARCH if cream is not None else ()
     if isinstance(arch_value, str):  # a list-of-lists string (also accepted)
@@ -977,8 +1011,28 @@ def spec_from_config(cfg) -> CreamNetSpec:
                             drop_path_rate=keys.drop_path, in_chans=keys.channels)
 
 
-def describe(spec: CreamNetSpec) -> Dict[str, object]:
-    """The path, the block strings per stage and the headline numbers of a child net (JSON-able)."""
+def macs_rule(spec) -> str:
+    if isinstance(spec, CreamSupernetSpec):
+        return "conv_fc of the supernet's largest path (k7 e6 in every layer); a path runs one choice per layer"
+    return count_macs.__doc__.strip().splitlines()[0].replace("``", "")
+
+
+def describe(spec: Union[CreamNetSpec, CreamSupernetSpec]) -> Dict[str, object]:
+    """The path, the block strings per stage and the headline numbers of a child net (JSON-able); for the supernet,
+    its layers per stage, parameter count and the FLOPs range of its paths."""
+    if isinstance(spec, CreamSupernetSpec):
+        out: Dict[str, object] = {
+            "name": spec.name, "sta_num": list(spec.sta_num), "flops_window_mflops": list(spec.flops_window),
+            "choices": [f"{i}=k{k}e{e}" for i, (k, e) in enumerate(CHOICES)], "slice": spec.slice,
+            "meta_layer_inputs": spec.meta_features, "num_classes": spec.num_classes, "params": count_params(spec),
+        }
+        if spec.image_size:
+            table = flops_table(spec, spec.image_size)
+            low = ((0,),) + tuple((0,) * n for n in spec.sta_num) + ((0,),)
+            high = ((0,),) + tuple((NUM_CHOICES - 1,) * n for n in spec.sta_num) + ((0,),)
+            out["path_mflops_thop_2020"] = {"image_size": spec.image_size, "smallest": table.path_mflops(low),
+                                            "largest": table.path_mflops(high), "fixed": table.fixed}
+        return out
     size = spec.image_size
     out: Dict[str, object] = {
         "name": spec.name,
@@ -1033,3 +1087,282 @@ def class_names(spec: CreamNetSpec):
     from common.imagenet_names import class_names_for_head
 
     return class_names_for_head(spec.num_classes)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The supernet search: the FLOPs-bounded layer search, paths, their parameters and FLOPs (framework-free)
+# --------------------------------------------------------------------------------------------------------------
+
+#: Upstream's hand-made table for the layer search (``lib/utils/op_by_layer_dict.py``): MFLOPs of choice ``op``
+#: in choice stage ``stage`` (0-4 = stages 1-5), as (stride-1 figure, stride-2 figure).  ``search_for_layer`` reads
+#: the first figure for the one-layer base and the second for every layer it adds.
+LAYER_SEARCH_MFLOPS: Tuple[Tuple[Tuple[float, float], ...], ...] = (
+    ((21.828704, 18.820752), (32.669328, 28.16048), (25.039968, 23.637648), (37.486224, 35.385824),
+     (29.856864, 30.862992), (44.711568, 46.22384)),
+    ((11.808656, 11.86712), (17.68624, 17.780848), (13.01288, 13.87416), (19.492576, 20.791408),
+     (14.819216, 16.88472), (22.20208, 25.307248)),
+    ((8.198, 10.99632), (12.292848, 16.5172), (8.69976, 11.99984), (13.045488, 18.02248),
+     (9.4524, 13.50512), (14.174448, 20.2804)),
+    ((12.006112, 15.61632), (18.028752, 23.46096), (13.009632, 16.820544), (19.534032, 25.267296),
+     (14.514912, 18.62688), (21.791952, 27.9768)),
+    ((11.307456, 15.292416), (17.007072, 23.1504), (11.608512, 15.894528), (17.458656, 24.053568),
+     (12.060096, 16.797696), (18.136032, 25.40832)),
+)
+#: the order the greedy layer search grows the choice stages in, and the layer count each visit may reach
+#: (upstream calls them "a rough definition", issue #17)
+LAYER_SEARCH_ORDER: Tuple[int, ...] = (2, 3, 4, 1, 0, 2, 3, 4, 1, 0)
+LAYER_SEARCH_LIMITS: Tuple[int, ...] = (3, 3, 3, 2, 2, 4, 4, 4, 4, 4)
+
+
+def search_for_layer(flops_minimum: float = 0.0, flops_maximum: float = 600.0) -> Tuple[Tuple[int, ...], int]:
+    """Layers per choice stage (``sta_num``) and a resolution for a FLOPs window in MFLOPs (upstream's
+    ``search_for_layer``, same greedy rule, same table).
+
+    Start from one layer per stage.  When even the smallest ops of that base exceed ``flops_maximum``, lower the
+    resolution in steps of 32 px from 224 (the window is rescaled by ``7 / size_factor`` at each step, cumulatively
+    as upstream does) down to 64 px; below that the window is refused.  When the base's largest ops stay under
+    ``flops_minimum``, add layers (largest op, stride-2 figure) along :data:`LAYER_SEARCH_ORDER` until they do.  Then
+    keep adding layers along the order while the largest-op total stays <= the (rescaled) maximum, a stage at a time
+    up to its limit.  ``[0, 600]`` gives ``(4, 4, 4, 4, 4)`` at 224 px.  The resolution is informational (upstream
+    only logs it; ``DATA.IMAGE_SIZE`` is what the search uses).  Raises ``ValueError`` naming the window."""
+    lo, hi = float(flops_minimum), float(flops_maximum)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi <= 0 or lo > hi:
+        raise ValueError(f"FLOPs window [{flops_minimum}, {flops_maximum}] MFLOPs: need 0 <= minimum <= maximum "
+                         "and maximum > 0")
+    table = LAYER_SEARCH_MFLOPS
+    sta_num = [1, 1, 1, 1, 1]
+    size_factor = 224 // 32
+    base_min = sum(table[s][0][0] for s in range(5))
+    base_max = sum(table[s][5][0] for s in range(5))
+    if base_min > hi:
+        while base_min > hi and size_factor >= 2:
+            size_factor -= 1
+            lo *= 7.0 / size_factor
+            hi *= 7.0 / size_factor
+        if size_factor < 2:
+            raise ValueError(f"FLOPs window [{flops_minimum}, {flops_maximum}] MFLOPs: even one smallest op per "
+                             "stage exceeds the maximum at 64 px")
+    elif base_max < lo:
+        ptr = 0
+        while base_max < lo and ptr <= 9:
+            if sta_num[LAYER_SEARCH_ORDER[ptr]] >= LAYER_SEARCH_LIMITS[ptr]:
+                ptr += 1
+                continue
+            base_max += table[LAYER_SEARCH_ORDER[ptr]][5][1]
+            sta_num[LAYER_SEARCH_ORDER[ptr]] += 1
+        if ptr > 7 and base_max < lo:
+            raise ValueError(f"FLOPs window [{flops_minimum}, {flops_maximum}] MFLOPs: the largest supernet stays "
+                             "under the minimum")
+    ptr = 0
+    while ptr <= 9:
+        stage = LAYER_SEARCH_ORDER[ptr]
+        if sta_num[stage] >= LAYER_SEARCH_LIMITS[ptr]:
+            ptr += 1
+            continue
+        base_max += table[stage][5][1]
+        if base_max <= hi:
+            sta_num[stage] += 1
+        else:
+            break
+    return tuple(sta_num), size_factor * 32
+
+
+SUPERNET_NAMES = ("cream_supernet",)
+#: a path: ``[[0], s1, s2, s3, s4, s5, [0]]``, ``s_i`` one choice index (0..5, or -1 = skip the layer) per layer
+Path = Tuple[Tuple[int, ...], ...]
+SKIP = -1
+
+
+def check_path(spec: CreamSupernetSpec, path, key: str = "path") -> Path:
+    """A path of ``spec`` as a tuple of tuples: 7 stages, ``[0]`` at both ends, ``sta_num[s]`` entries in choice
+    stage ``s`` (upstream's convention: a stage-3 layer beyond ``sta_num`` is never run), each in ``-1..5``.
+    Raises :class:`ArchListError` naming ``key``, the stage and the value."""
+    if isinstance(path, (str, bytes)) or not hasattr(path, "__len__") or len(path) != len(spec.stages):
+        raise ArchListError(f"{key} = {path!r}: expected {len(spec.stages)} stages [[0], s1, ..., s5, [0]]")
+    out = []
+    for s, stage in enumerate(path):
+        if isinstance(stage, (str, bytes)) or not hasattr(stage, "__len__"):
+            raise ArchListError(f"{key} stage {s}: expected a list of choice indices, got {stage!r}")
+        stage = tuple(stage)
+        if s in (0, len(path) - 1):
+            if stage != (0,):
+                raise ArchListError(f"{key} stage {s} is fixed and must be [0], got {list(stage)}")
+        else:
+            want = spec.sta_num[s - 1]
+            if len(stage) != want:
+                raise ArchListError(f"{key} stage {s} has {len(stage)} entries; the supernet's sta_num gives {want}")
+            for i, c in enumerate(stage):
+                if isinstance(c, bool) or not isinstance(c, (int,)) and not hasattr(c, "__index__") \
+                        or not SKIP <= int(c) < NUM_CHOICES:
+                    raise ArchListError(f"{key} stage {s} layer {i}: {c!r} is not a choice index 0..{NUM_CHOICES - 1} "
+                                        "or -1 (skip)")
+            stage = tuple(int(c) for c in stage)
+        out.append(stage)
+    return tuple(out)
+
+
+def sample_path(spec: CreamSupernetSpec, rng, prob: Optional[Sequence[float]] = None,
+                upstream_sampling: bool = False) -> Path:
+    """One path drawn with the numpy Generator ``rng``: each choice-stage layer independently from ``prob`` over
+    the six choices (None: uniform).  ``upstream_sampling`` reproduces upstream's ``np.random.choice(6, n, prob)``,
+    whose third argument is ``replace``, not ``p``: every draw is uniform whatever ``prob`` says."""
+    import numpy as np
+
+    p = None
+    if prob is not None and not upstream_sampling:
+        p = np.asarray(prob, dtype=np.float64)
+        if p.shape != (NUM_CHOICES,) or not np.all(np.isfinite(p)) or (p < 0).any() or p.sum() <= 0:
+            raise ValueError(f"choice probabilities {list(prob)!r}: need {NUM_CHOICES} non-negative finite values")
+        p = p / p.sum()
+    middle = tuple(tuple(int(c) for c in rng.choice(NUM_CHOICES, size=n, p=p)) for n in spec.sta_num)
+    return ((0,),) + middle + ((0,),)
+
+
+def path_seed(seed: int, step: int, stream: str = "train"):
+    """The Generator of the path of global step ``step`` (``stream`` "train") or of evaluation epoch ``step``
+    ("val"): a pure function of (seed, step), so every rank and a resumed run draw the same path."""
+    import numpy as np
+
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(step), *stream.encode()]))
+
+
+def path_plan(spec: CreamSupernetSpec, path, key: str = "path") -> Tuple[Path, Tuple[Tuple[int, int, int], ...]]:
+    """``path`` checked (:func:`check_path`) and the ``(stage, layer, choice)`` of every layer it runs, in forward
+    order.  A layer may be skipped (-1) only where it keeps the feature map (stride 1, in == out channels): upstream
+    runs the next layer on whatever arrives, so any other skip is a shape error; it is named here instead."""
+    checked = check_path(spec, path, key)
+    plan = []
+    for s, (stage, choices) in enumerate(zip(spec.stages, checked)):
+        for i, (options, c) in enumerate(zip(stage, choices)):
+            if c != SKIP:
+                plan.append((s, i, c))
+                continue
+            layer = options[0]
+            if layer.stride != 1 or layer.in_ch != layer.out_ch:
+                raise ArchListError(f"{key} stage {s} layer {i}: -1 (skip) is only allowed on a layer that keeps the "
+                                    f"feature map; this one has stride {layer.stride}, {layer.in_ch} -> "
+                                    f"{layer.out_ch} channels")
+    return checked, tuple(plan)
+
+
+def path_layers(spec: CreamSupernetSpec, path: Path) -> Iterator[Tuple[str, LayerSpec]]:
+    """``(canonical prefix, LayerSpec)`` of every layer ``path`` runs, in forward order (skips left out)."""
+    for s, (stage, choices) in enumerate(zip(spec.stages, path)):
+        for i, (options, c) in enumerate(zip(stage, choices)):
+            if c != SKIP:
+                yield f"blocks.{s}.{i}.{c}", options[c]
+
+
+#: the supernet's parameters outside the blocks and the meta layer, in module order (upstream ``rand_parameters``
+#: yields them first)
+FIXED_PARAMETERS = ("conv_stem.weight", "bn1.weight", "bn1.bias", "conv_head.weight", "conv_head.bias",
+                    "classifier.weight", "classifier.bias")
+META_PARAMETERS = ("meta_layer.weight", "meta_layer.bias")
+
+
+def path_parameter_names(spec: CreamSupernetSpec, path: Path) -> Tuple[str, ...]:
+    """The trainable parameters a path uses, in upstream's ``rand_parameters(path)`` order: the fixed ones
+    (:data:`FIXED_PARAMETERS`; ``conv_head.bias`` only with a head bias), then each layer's in module order."""
+    shapes = expected_state_shapes(spec)
+    out = [n for n in FIXED_PARAMETERS if n in shapes]
+    for prefix, _ in path_layers(spec, path):
+        out += [n for n in shapes if n.startswith(prefix + ".") and not n.endswith(_BN_BUFFERS)]
+    return tuple(out)
+
+
+def child_arch_from_path(path: Path) -> Tuple[Tuple[int, ...], ...]:
+    """The child-net arch list of a path (skipped layers dropped); a stage left empty is an error."""
+    out = []
+    for s, stage in enumerate(path):
+        kept = tuple(int(c) for c in stage if c != SKIP)
+        if not kept:
+            raise ArchListError(f"path stage {s} skips every layer; a child net needs at least one block per stage")
+        out.append(kept)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopsTable:
+    """MFLOPs of every choice of every supernet layer on the feature map it runs on, plus the fixed part (stem
+    conv, head pool, ``conv_head``; upstream's ``FlopsEst`` leaves out the classifier), at ``image_size``.  A
+    path's FLOPs are the fixed part plus its layers' entries (:meth:`path_mflops`).  Rule: ``thop_2020`` MACs
+    (:func:`count_macs`), the rule the released FLOPs figures are in (upstream's table came from ptflops; it is
+    used for the board's tie-breaks and the log only)."""
+
+    image_size: int
+    rule: str
+    fixed: float
+    choices: Tuple[Tuple[Tuple[float, ...], ...], ...]   # [stage][layer][choice]
+
+    def path_mflops(self, path: Path) -> float:
+        total = self.fixed
+        for s, stage in enumerate(path):
+            for i, c in enumerate(stage):
+                if c != SKIP:
+                    total += self.choices[s][i][c]
+        return total
+
+
+def flops_table(spec: CreamSupernetSpec, image_size: Optional[int] = None, rule: str = "thop_2020") -> FlopsTable:
+    """:class:`FlopsTable` of ``spec``.  Every layer's input size follows from the strides alone (a skipped layer
+    has stride 1 or keeps the map), so one pass over the layers fills the table."""
+    size = image_size if image_size is not None else spec.image_size
+    if size is None:
+        raise ValueError("flops_table needs an image_size (the spec carries none)")
+    hw = conv_out_size(size, spec.stem_kernel, spec.stem_stride, conv_padding(spec.stem_kernel, spec.stem_stride))
+    fixed = _conv_macs(hw, spec.in_chans, spec.stem_ch, spec.stem_kernel)
+    stages = []
+    for stage in spec.stages:
+        layers = []
+        for options in stage:
+            row = []
+            for layer in options:
+                macs, hw_out = layer_macs(layer, hw, rule)
+                row.append(macs / 1e6)
+            layers.append(tuple(row))
+            hw = hw_out
+        stages.append(tuple(layers))
+    fixed += _head_macs(spec, hw, rule, classifier=False)
+    return FlopsTable(int(size), rule, fixed / 1e6, tuple(stages))
+
+
+def supernet_spec_from_config(cfg) -> CreamSupernetSpec:
+    """The supernet of a search config: ``CREAM.FLOPS_MINIMUM`` / ``FLOPS_MAXIMUM`` (MFLOPs) choose the layers per
+    stage through :func:`search_for_layer` unless ``CREAM.STA_NUM`` gives them; ``CREAM.SLICE`` images per board
+    entry (the meta layer reads ``MODEL.NUM_CLASSES x SLICE`` values); ``MODEL.NUM_CLASSES``, ``MODEL.DROPOUT``,
+    ``DATA.IMAGE_SIZE``, ``DATA.CHANNELS``.  Errors name the key."""
+    node = cfg.CREAM
+    keys = model_keys(cfg)
+    if keys.drop_path:
+        raise ValueError(f"MODEL.DROP_PATH = {keys.drop_path!r}: the supernet has no drop path (upstream never sets "
+                         "it); set it to 0")
+    window = (float(node.FLOPS_MINIMUM), float(node.FLOPS_MAXIMUM))
+    if tuple(node.STA_NUM):
+        sta_num = tuple(node.STA_NUM)
+    else:
+        try:
+            sta_num, _ = search_for_layer(*window)
+        except ValueError as exc:
+            raise ValueError(f"CREAM.FLOPS_MINIMUM / FLOPS_MAXIMUM: {exc}") from None
+    slice_ = node.SLICE
+    if isinstance(slice_, bool) or not isinstance(slice_, int) or slice_ < 1:
+        raise ValueError(f"CREAM.SLICE = {slice_!r} must be a positive int")
+    try:
+        return build_supernet_spec(sta_num, keys.num_classes, slice_, keys.dropout, keys.channels, keys.image_size,
+                                   window)
+    except ArchListError as exc:
+        raise ValueError(f"CREAM.STA_NUM = {list(sta_num)}: {exc}") from None
+
+
+def commands_for(spec) -> Tuple[str, ...]:
+    """The supernet is searched; a child net is trained, tested and run."""
+    if isinstance(spec, CreamSupernetSpec):
+        return ("search",)
+    return ("train", "test", "infer")
+
+
+def command_hint(spec, command: str) -> str:
+    if isinstance(spec, CreamSupernetSpec):
+        return ("(it is the supernet: `search` trains it and writes the best path as a child-net config, "
+                "<run>/child.yaml, for `train`)")
+    return "(it is a child net; the supernet search runs MODEL.NAME cream_supernet)"

@@ -1,4 +1,4 @@
-"""Cream of the Crop child nets in Paddle: the twin of ``torch_impl/models/cream.py``.
+"""Cream of the Crop child nets and supernet in Paddle: the twin of ``torch_impl/models/cream.py``.
 
 ``build(spec)`` turns a :class:`common.specs.cream.CreamNetSpec` into a module whose state names are exactly
 ``expected_state_shapes(spec)`` (timm-style: ``conv_stem``, ``bn1``, ``blocks.{stage}.{i}.*``, ``conv_head``,
@@ -14,18 +14,25 @@
 A skip connection exists when the spec says so (in == out, stride 1, not ``noskip``); DropPath is built on it only
 when its rate (``block_drop_path_rates``) is > 0.  Every decision is taken here at build time; forward only runs
 the layers.  Every layer comes from ``paddle_impl/ops.py``; module names and order equal the torch twin's.
+
+``build(spec)`` of a :class:`common.specs.cream.CreamSupernetSpec` is the one-shot supernet (:class:`CreamSupernet`,
+upstream ``lib/models/structures/supernet.py``): the same stem and head, ``blocks.{stage}.{layer}.{choice}`` built
+from the same block classes, a path choosing one block per layer (or skipping it), and the meta-matching
+``meta_layer``.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Dict, List, Optional, Tuple, Union
 
 import paddle
 import paddle.nn as nn
 
-from common.specs.cream import CreamNetSpec, LayerSpec, block_drop_path_rates, conv_padding
-from paddle_impl import ops
+from common.specs.cream import (META_PARAMETERS, CreamNetSpec, CreamSupernetSpec, LayerSpec, Path,
+                                block_drop_path_rates, conv_padding, path_parameter_names, path_plan)
+from paddle_impl import layout, ops
 
-__all__ = ["DepthwiseSeparableConv", "InvertedResidual", "ConvBnAct", "CreamChildNet", "build"]
+__all__ = ["DepthwiseSeparableConv", "InvertedResidual", "ConvBnAct", "CreamChildNet", "CreamSupernet", "build"]
 
 
 def _bn(channels: int, spec: CreamNetSpec) -> ops.BatchNorm2d:
@@ -153,7 +160,111 @@ class CreamChildNet(nn.Layer):
         return self.forward_head(self.forward_features(x))
 
 
-def build(spec: CreamNetSpec) -> CreamChildNet:
-    """The child net of ``spec`` in eval mode (framework-default initial values: load weights with
-    ``layout.load_neutral(model, common.specs.cream.init_state(spec, rng))`` or a checkpoint)."""
+# --------------------------------------------------------------------------------------------------------------
+# The one-shot supernet
+# --------------------------------------------------------------------------------------------------------------
+
+class CreamSupernet(nn.Layer):
+    """The Cream supernet (upstream ``lib/models/structures/supernet.py``): ``blocks[s][i][c]`` is choice ``c`` of
+    layer ``i`` of stage ``s`` (child-net block classes, no drop path); a path runs one choice per layer (or skips
+    it, -1); stage 3's 5th layer is built but never run (paths carry ``sta_num`` entries).  ``meta_layer`` is the
+    meta-matching network: ``forward_meta(features)`` on ``[slice, num_classes]`` values -> ``[1, 1]``."""
+
+    def __init__(self, spec: CreamSupernetSpec):
+        super().__init__()
+        if not isinstance(spec, CreamSupernetSpec):
+            raise TypeError(f"CreamSupernet needs a CreamSupernetSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.conv_stem = ops.Conv2d(spec.in_chans, spec.stem_ch, spec.stem_kernel, spec.stem_stride,
+                                    conv_padding(spec.stem_kernel, spec.stem_stride))
+        self.bn1 = _bn(spec.stem_ch, spec)
+        self.act1 = ops.create_act(spec.act)
+        self.blocks = nn.LayerList([
+            nn.LayerList([nn.LayerList([BLOCKS[layer.type](layer, spec) for layer in options]) for options in stage])
+            for stage in spec.stages
+        ])
+        self.conv_head = ops.Conv2d(spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias)
+        self.act2 = ops.create_act(spec.act)
+        self.dropout = ops.Dropout(spec.drop_rate)
+        self.classifier = ops.Linear(spec.num_features, spec.num_classes)
+        self.meta_layer = ops.Linear(spec.meta_features, 1)
+        self.path: Optional[Path] = None
+        self._plan: Optional[Tuple[nn.Layer, ...]] = None   # the blocks of ``self.path``, in forward order
+        self._named: Optional[Dict[str, paddle.Tensor]] = None  # canonical name -> parameter (built on first use)
+
+    # ----------------------------------------------------------------------------------- paths
+    def _blocks_of(self, path, key: str = "path") -> Tuple[Path, Tuple[nn.Layer, ...]]:
+        checked, plan = path_plan(self.spec, path, key)
+        return checked, tuple(self.blocks[s][i][c] for s, i, c in plan)
+
+    def set_path(self, path) -> Path:
+        """Check ``path`` and run it on every later ``forward(x)``; returns it as a tuple of tuples."""
+        self.path, self._plan = self._blocks_of(path)
+        return self.path
+
+    def forward_features(self, x: paddle.Tensor, path=None) -> paddle.Tensor:
+        """Stem and the path's blocks: the last feature map, before pooling."""
+        if path is None:
+            blocks = self._plan
+            if blocks is None:
+                raise RuntimeError("CreamSupernet.forward: no path; call set_path(path) first or pass "
+                                   "forward(x, path)")
+        else:
+            blocks = self._blocks_of(path)[1]
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        for block in blocks:
+            x = block(x)
+        return x
+
+    def forward_head(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.act2(self.conv_head(x.mean(axis=[2, 3], keepdim=True)))
+        return self.classifier(self.dropout(x.flatten(1)))
+
+    def forward(self, x: paddle.Tensor, path=None) -> paddle.Tensor:
+        """Logits of ``path`` (the one given to :meth:`set_path` when None)."""
+        return self.forward_head(self.forward_features(x, path))
+
+    # ----------------------------------------------------------------------------------- meta-matching
+    def forward_meta(self, features: paddle.Tensor) -> paddle.Tensor:
+        """``meta_layer(features.reshape(1, -1))`` in the meta layer's dtype: ``[1, 1]``."""
+        weight = self.meta_layer.weight
+        count = math.prod(features.shape)
+        if count != self.spec.meta_features:
+            raise ValueError(f"forward_meta: features of shape {list(features.shape)} hold {count} values; "
+                             f"the meta layer reads slice x num_classes = {self.spec.slice} x "
+                             f"{self.spec.num_classes} = {self.spec.meta_features}")
+        return self.meta_layer(features.reshape([1, -1]).astype(weight.dtype))
+
+    def set_meta_dtype(self, dtype_name: str) -> None:
+        """Cast only ``meta_layer`` to ``dtype_name`` ("float32" / "float64"); the rest keeps its dtype.  The
+        parameters stay the same objects (optimizers built earlier keep them)."""
+        if dtype_name not in ("float32", "float64"):
+            raise ValueError(f"set_meta_dtype: dtype {dtype_name!r} is not 'float32' or 'float64'")
+        self.meta_layer.to(dtype=dtype_name)
+
+    # ----------------------------------------------------------------------------------- parameters
+    def _canonical_parameters(self) -> Dict[str, paddle.Tensor]:
+        if self._named is None:
+            names = layout.neutral_name_map(self)  # paddle names -> canonical (torch-style) names
+            self._named = {names[name]: p for name, p in self.named_parameters()}
+        return self._named
+
+    def path_parameters(self, path) -> List[Tuple[str, paddle.Tensor]]:
+        """``[(canonical name, parameter)]`` a path trains, in upstream's ``rand_parameters(path)`` order
+        (:func:`common.specs.cream.path_parameter_names`)."""
+        checked = self._blocks_of(path)[0]
+        named = self._canonical_parameters()
+        return [(name, named[name]) for name in path_parameter_names(self.spec, checked)]
+
+    def meta_parameters(self) -> List[Tuple[str, paddle.Tensor]]:
+        named = self._canonical_parameters()
+        return [(name, named[name]) for name in META_PARAMETERS]
+
+
+def build(spec: Union[CreamNetSpec, CreamSupernetSpec]) -> Union[CreamChildNet, CreamSupernet]:
+    """The child net (a ``CreamNetSpec``) or the supernet (a ``CreamSupernetSpec``) of ``spec`` in eval mode
+    (framework-default initial values: load weights with ``layout.load_neutral(model, init_state(spec, rng))`` or
+    a checkpoint)."""
+    if isinstance(spec, CreamSupernetSpec):
+        return CreamSupernet(spec).eval()
     return CreamChildNet(spec).eval()
