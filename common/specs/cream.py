@@ -1284,7 +1284,8 @@ def child_arch_from_path(path: Path) -> Tuple[Tuple[int, ...], ...]:
 @dataclasses.dataclass(frozen=True)
 class FlopsTable:
     """MFLOPs of every choice of every supernet layer on the feature map it runs on, plus the fixed part (stem
-    conv, head pool, ``conv_head``; upstream's ``FlopsEst`` leaves out the classifier), at ``image_size``.  A
+    conv, head pool, ``conv_head``; upstream's ``FlopsEst`` leaves out the stem's BN and the classifier), at
+    ``image_size``.  A
     path's FLOPs are the fixed part plus its layers' entries (:meth:`path_mflops`).  Rule: ``thop_2020`` MACs
     (:func:`count_macs`), the rule the released FLOPs figures are in (upstream's table came from ptflops; it is
     used for the board's tie-breaks and the log only)."""
