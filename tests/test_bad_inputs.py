@@ -35,6 +35,7 @@ from tools.main import main
 ROOT = Path(__file__).resolve().parents[1]
 CFG = str(ROOT / "configs" / "cream14_digits.yaml")
 SEARCH_CFG = str(ROOT / "configs" / "pcdarts_search_digits.yaml")
+CREAM_SEARCH_CFG = str(ROOT / "configs" / "cream_search_digits.yaml")
 MR_CFG = str(ROOT / "configs" / "mrnet_digits.yaml")
 NCP_CFG = str(ROOT / "configs" / "ncp_predictor_seg.yaml")
 SEG_CFG = str(ROOT / "configs" / "mrnet_cityscapes.yaml")
@@ -68,6 +69,13 @@ def search(*overrides: str, backend: str = "torch") -> Callable[[Path], List[str
     """``search`` of the digits PC-DARTS search config, tiny, with ``overrides``."""
     return lambda t: ["search", SEARCH_CFG, "--backend", backend, "--output", out(t), "TRAIN.EPOCHS", "1",
                       "TRAIN.MAX_STEPS_PER_EPOCH", "1", *[o.format(t=t) for o in overrides]]
+
+
+def cream_search(*overrides: str, command: str = "search") -> Callable[[Path], List[str]]:
+    """``search`` of the digits Cream supernet config, tiny, with ``overrides``."""
+    return lambda t: [command, CREAM_SEARCH_CFG, "--backend", "torch", "--output", out(t), "TRAIN.EPOCHS", "1",
+                      "TRAIN.MAX_STEPS_PER_EPOCH", "1", "CREAM.STA_NUM", "[1, 1, 1, 1, 1]",
+                      *[o.format(t=t) for o in overrides]]
 
 
 def evaluate_cmd(*overrides: str) -> Callable[[Path], List[str]]:
@@ -497,6 +505,19 @@ CASES: List[Case] = [
     Case("search-stream-without-a-batch", search("DATA.NUM_TRAIN", "40", "DATA.DROP_LAST", "True"),
          ["'train' data stream gives no full batch of 32 images (20 samples"]),
     Case("search-warmup-style", search("SCHED.WARMUP_STYLE", "cosine"), ["SCHED.WARMUP_STYLE", "cosine"]),
+    # Cream supernet search settings
+    Case("cream-flops-window-too-small", cream_search("CREAM.STA_NUM", "[]", "CREAM.FLOPS_MAXIMUM", "1.0"),
+         ["CREAM.FLOPS_MINIMUM / FLOPS_MAXIMUM", "[0.0, 1.0]", "64 px"]),
+    Case("cream-sta-num", cream_search("CREAM.STA_NUM", "[1, 2, 3]"), ["CREAM.STA_NUM", "5 layer counts"]),
+    Case("cream-slice-over-the-batch", cream_search("CREAM.SLICE", "20"),
+         ["CREAM.SLICE = 20", "2 x SLICE", "DATA.BATCH_SIZE = 32"]),
+    Case("cream-pick-method", cream_search("CREAM.PICK_METHOD", "best"), ["CREAM.PICK_METHOD", "best", "top1"]),
+    Case("cream-pre-prob", cream_search("CREAM.PRE_PROB", "[0.5, 0.5]"), ["CREAM.PRE_PROB", "6 probabilities"]),
+    Case("cream-export-base-missing", cream_search("CREAM.EXPORT_BASE", "nothing.yaml"),
+         ["CREAM.EXPORT_BASE = 'nothing.yaml'", "no such config"]),
+    Case("cream-supernet-drop-path", cream_search("MODEL.DROP_PATH", "0.1"), ["MODEL.DROP_PATH = 0.1", "no drop path"]),
+    Case("cream-train-the-supernet", cream_search(command="train"),
+         ["MODEL.NAME 'cream_supernet' is for search, not train", "child.yaml"]),
     # NAS-Bench-MR networks, the NCP predictor and search, segmentation
     Case("mrnet-code-out-of-space", (lambda t: ["train", MR_CFG, "--backend", "torch", "--output", out(t), "NASBENCH_MR.CODE",
                      "8_16-1_1_1_16-1_2_1_1_16_32-1_3_1_1_1_16_32_64-1_4_1_1_1_5_16_32_64_64-64"]),

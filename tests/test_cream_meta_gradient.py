@@ -15,8 +15,8 @@ runs inside ``torch.autograd.graph.allow_mutation_on_saved_tensors()``, so the d
 graph saved before the step: the ``META_GRAD_AT pre_step`` reading the twins implement.
 
 As in the twins, the student forwards of the matching scores carry no gradient to the student here (``m`` is a
-constant with respect to ``W``).  Upstream's code keeps that graph; :func:`test_live_score_graph_is_another_reading`
-measures how far that reading lies from this one.
+constant with respect to ``W``).  Upstream's code keeps that graph: with ``CREAM.META_VALUE_GRAD`` the twins do too
+(:func:`test_live_score_graph_equals_upstreams_reading`).
 
 The net: the digits search config with 1-2 layers per stage at 32 px, SLICE 4 (upstream's), batch 8.  SLICE 2 was
 tried first: the last stages' BN then normalises two values per channel (1 x 1 maps), the validation gradient ``gv``
@@ -339,13 +339,14 @@ def test_float32_twins_within_measured_budget(backend_name, tensors, value_of, l
 
 
 # ------------------------------------------------------------------------------------------ upstream's live scores
-def test_live_score_graph_is_another_reading():
+@pytest.mark.parametrize("name", ["torch", "paddle"])
+def test_live_score_graph_equals_upstreams_reading(name):
     """Upstream's ``select_teacher`` runs the students' score forwards with gradients on, so in ``run_update``
     ``g = autograd.grad(m kd, W, create_graph=True)`` is ``m h + CE dm/dW``: the real student step and the meta
-    gradient both carry a term through the score's student graph.  The twins (every preset, the upstream one with
-    ``META_VALUE_GRAD true`` included) read ``m`` as a constant in ``W``.  Measured here on the upstream preset's
-    switches: how far upstream's literal reading lies from the twins' (a figure, printed; asserted only to be far
-    above rounding, so the two readings cannot be confused)."""
+    gradient both carry a term through the score's student graph.  With ``CREAM.META_VALUE_GRAD`` (the upstream
+    preset) the twins take both: the step's term from the first-order graph, the meta gradient's from a float64
+    central difference of the score along ``gv`` (``score_jvp``).  Without it (the default) ``m`` is a constant in
+    ``W``: the two readings are far apart (printed), so neither can pass for the other."""
     detached = cached_reference("last")
     live = cached_reference("last", live_scores=True)
     key = UPSTREAM[0], UPSTREAM[2]
@@ -354,10 +355,12 @@ def test_live_score_graph_is_another_reading():
     step = step_error(live.stepped, detached.stepped)
     extra = ("CREAM.META_VALUE_GRAD", "True", "CREAM.UPSTREAM_SAMPLING", "True", "CREAM.BOARD_STORES_TEACHER",
              "True", "CREAM.TIE_BREAK", "upstream", "OPTIM.UNUSED_GRADS", "zero")
-    out, stepped = twin("torch", "float64", *UPSTREAM, extra=extra)
+    out, stepped = twin(name, "float64", *UPSTREAM, extra=extra)
+    plain, plain_stepped = twin(name, "float64", *UPSTREAM)
     print(f"upstream switches: live score graph vs detached: meta gradient max|diff| / max|detached| "
           f"{rel_error(b, a):.3g}, norm ratio {norm(b) / norm(a):.3g}, cosine {cosine:.3f}; student step "
-          f"{step:.3g}; torch twin (upstream preset) vs detached {rel_error(out['grads'], a):.1e}, vs live "
-          f"{rel_error(out['grads'], b):.3g}")
-    assert rel_error(out["grads"], a) <= F64_REL and step_error(stepped, detached.stepped) <= STEP_REL
+          f"{step:.3g}; {name} twin with META_VALUE_GRAD vs live {rel_error(out['grads'], b):.2e} (step "
+          f"{step_error(stepped, live.stepped):.1e}), without vs detached {rel_error(plain['grads'], a):.1e}")
     assert rel_error(b, a) > 1e-2 and step > 1e-2
+    assert rel_error(out["grads"], b) <= F64_REL and step_error(stepped, live.stepped) <= STEP_REL
+    assert rel_error(plain["grads"], a) <= F64_REL and step_error(plain_stepped, detached.stepped) <= STEP_REL

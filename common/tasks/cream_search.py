@@ -85,6 +85,11 @@ class CreamSearch(TaskBase):
 
             raise ConfigError(f"CREAM.SLICE = {self.slice}: the meta update takes 2 x SLICE images of a batch, more "
                               f"than DATA.BATCH_SIZE = {cfg.DATA.BATCH_SIZE}")
+        if not for_eval and not os.path.isfile(self.export_base_path()):
+            from common.config import ConfigError
+
+            raise ConfigError(f"CREAM.EXPORT_BASE = {self.export_base!r}: no such config "
+                              f"({self.export_base_path()}); child.yaml starts from it")
         image_size = self.spec.image_size or int(cfg.DATA.IMAGE_SIZE)
         self.flops = C.flops_table(self.spec, image_size)
         self.board = PrioritizedBoard(int(node.POOL_SIZE), float(node.ACC_GAP), self.start_epoch_meta,
@@ -134,6 +139,25 @@ class CreamSearch(TaskBase):
 
     def meta_tensor_count(self, n: int) -> int:
         return 1 if self.meta_tensors == "first" else n
+
+    #: the central-difference step of the live scores' JVP, relative to ||W|| / ||v|| (float64; the research's
+    #: measurement: 1e-6 relative matched create_graph to 3e-9, 1e-4 crossed a ReLU kink)
+    score_jvp_eps: float = 1e-6
+
+    def live_score_terms(self, u: np.ndarray, m: float, ce: float, dm_theta: List[np.ndarray], lr: float):
+        """The meta gradient's terms through a live score graph (``CREAM.META_VALUE_GRAD``, upstream): with
+        ``m = sigmoid(-w_k)``, ``w_k = theta_w . f_k(W) + theta_b`` the student step is ``g = m h + CE dm/dW`` and
+        ``d <gv, W - lr g> / d theta`` adds ``-lr CE d <gv, dm/dW> / d theta`` = ``-lr CE [-(theta_w . u)(1 - 2m)
+        dm/dtheta - m (1 - m) (u, 0)]`` to ``-lr <gv, h> dm/dtheta``, where ``u = J_f gv`` (:meth:`score_jvp`).
+        ``dm_theta``: ``[dm/dweight, dm/dbias]`` (float64, backend layout); returns the added terms, same layout."""
+        weight = np.asarray(self.meta_weight(), dtype=np.float64).reshape(-1)
+        tu = float(weight @ u)
+        dw, db = dm_theta
+        return [-lr * ce * (-tu * (1 - 2 * m) * dw - m * (1 - m) * u.reshape(dw.shape)),
+                -lr * ce * (-tu * (1 - 2 * m) * db)]
+
+    def meta_weight(self) -> np.ndarray:
+        return self.backend.to_numpy(self.meta_params[0])
 
     def simulated_lr(self, lrs) -> float:
         return float(lrs["meta"] if self.simulate_lr == "meta" else lrs["weights"])
@@ -221,10 +245,7 @@ class CreamSearch(TaskBase):
     def child_config_text(self, arch, entry) -> str:
         """A child-net config of ``arch`` that ``train`` takes: the recipe of ``CREAM.EXPORT_BASE``, the search's
         data, the path (every choice honoured: the supernet trained the single-block stages' choices too)."""
-        base = self.export_base
-        if not os.path.isabs(base):
-            base = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "configs", base)
+        base = self.export_base_path()
         data = self.cfg.DATA
         lines = [
             f"# The board's best path after the supernet search (batch top-1 {entry.prec1:.2f}, {entry.flops:.1f} "
@@ -245,6 +266,13 @@ class CreamSearch(TaskBase):
             f"  CHANNELS: {int(data.CHANNELS)}",
         ]
         return "\n".join(lines) + "\n"
+
+    def export_base_path(self) -> str:
+        """``CREAM.EXPORT_BASE`` as an absolute path (a relative one is in the project's ``configs/``)."""
+        if os.path.isabs(self.export_base):
+            return self.export_base
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return os.path.join(root, "configs", self.export_base)
 
     # ------------------------------------------------------------------------------------------ state
     def to_checkpoint(self) -> Checkpoint:

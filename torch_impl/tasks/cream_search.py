@@ -52,6 +52,7 @@ class Task(CreamSearch):
                                               node="META_OPTIM"),
             }
         self._path_cache: Dict[C.Path, List[torch.Tensor]] = {}
+        self._shadow = None  # the float64 supernet of the live scores' JVP (CREAM.META_VALUE_GRAD)
 
     # ------------------------------------------------------------------------------------------ pieces
     def tensors(self, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -112,21 +113,33 @@ class Task(CreamSearch):
     # ------------------------------------------------------------------------------------------ meta update
     def meta_gradient(self, batch: Batch, path: C.Path, lrs: Mapping[str, float]) -> Dict[str, object]:
         """Steps 1-3 of the module docstring (the student step included); returns the meta gradient (float64 numpy,
-        one array per meta parameter), ``<gv, h>``, the meta value and the teacher index."""
+        one array per meta parameter, in the backend's layout), ``<gv, h>``, the meta value and the teacher index.
+        With ``CREAM.META_VALUE_GRAD`` (upstream) the scores keep their graph to the student: see
+        :meth:`live_score_terms`."""
         images, labels = batch
         s = self.slice
         x, _ = self.tensors((images[:s], labels[:s]))
         x_val, y_val = self.tensors((images[s:2 * s], labels[s:2 * s]))
-        value_t, value, teacher, index = self.select_teacher(path, grad="meta")
+        live = self.meta_value_grad
+        value_t, value, teacher, index = self.select_teacher(path, grad="all" if live else "meta")
         soft = self.soft_targets(x, teacher)
         params = self.path_params(path)
+        n = self.meta_tensor_count(len(params))
+        if live:  # dm/dW and dm/dtheta from the one score graph; the pre-step weights for the score's JVP
+            dm = torch.autograd.grad(value_t, params + self.meta_params)
+            dm_w, dm_theta = dm[:len(params)], dm[len(params):]
+            before = self.backend.state_to_neutral(self.model)
+        else:
+            dm_theta = torch.autograd.grad(value_t, self.meta_params)
         ce = losses.soft_target_cross_entropy(self.forward(x, path), soft)
         h = torch.autograd.grad(ce, params)
+        ce_value = float(ce.detach())
         del ce
         if not bool(all_finite(h)):
             raise NonFiniteError("non-finite distillation gradient in the meta update")
-        # 1. the real student step on g = m h, clipped
-        apply_gradients(self.optimizers["weights"], params, [value * g for g in h], lrs["weights"], self.meta_clip)
+        # 1. the real student step on g = m h (+ CE dm/dW with live scores), clipped
+        g = [value * a + ce_value * b for a, b in zip(h, dm_w)] if live else [value * a for a in h]
+        apply_gradients(self.optimizers["weights"], params, g, lrs["weights"], self.meta_clip)
         # 2. the validation slice at the stepped weights
         val = losses.cross_entropy(self.forward(x_val, path), y_val, self.smoothing)
         gv = torch.autograd.grad(val, params)
@@ -139,13 +152,48 @@ class Task(CreamSearch):
             with torch.no_grad():
                 for b, saved in zip(self._bn_buffers(), buffers):
                     b.copy_(saved)
-        n = self.meta_tensor_count(len(params))
         inner = sum(float(torch.sum(a.double() * b.double())) for a, b in zip(gv[:n], h[:n]))
-        # 3. d <gv, W - lr m h> / d theta = -lr <gv, h> dm / dtheta
-        dm = torch.autograd.grad(value_t, self.meta_params)
-        scale = -self.simulated_lr(lrs) * inner
-        grads = [(scale * d.double()).cpu().numpy() for d in dm]
+        # 3. d <gv, W - lr m h> / d theta = -lr <gv, h> dm / dtheta  (+ the live scores' terms)
+        dm_theta = [d.double().cpu().numpy() for d in dm_theta]
+        lr = self.simulated_lr(lrs)
+        grads = [-lr * inner * d for d in dm_theta]
+        if live:
+            u = self.score_jvp(before, path, self.meta_value_index(index), [t.double() for t in gv[:n]])
+            grads = [a + b for a, b in zip(grads, self.live_score_terms(u, value, ce_value, dm_theta, lr))]
         return {"grads": grads, "inner": inner, "meta_value": value, "teacher": index}
+
+    def score_jvp(self, state: Mapping[str, np.ndarray], path: C.Path, k: int,
+                  direction: List[torch.Tensor]) -> np.ndarray:
+        """``J v``: the derivative of board entry ``k``'s score features ``softmax(student(x_k)) - p_k`` along
+        ``direction`` (the first path tensors' validation gradient), at the weights ``state``, by a central
+        difference in float64 on a float64 copy of the supernet (paddle has no double-grad kernel for depthwise
+        convs on CPU); the step is ``SCORE_JVP_EPS`` x ||W|| / ||v|| over the tensors the direction covers."""
+        net = self._float64_copy(state)
+        params = [p for _, p in net.path_parameters(path)][:len(direction)]
+        base = [p.detach().clone() for p in params]
+        norm_w = float(torch.sqrt(sum(torch.sum(b * b) for b in base)))
+        norm_v = float(torch.sqrt(sum(torch.sum(d * d) for d in direction)))
+        if not norm_v > 0:
+            return np.zeros(self.spec.meta_features)
+        eps = self.score_jvp_eps * max(norm_w, 1.0) / norm_v
+        entry = self.board.entries[k]
+        x = torch.from_numpy(np.ascontiguousarray(entry.images)).double()
+        out = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, b, d in zip(params, base, direction):
+                    p.copy_(b + (sign * eps) * d.to(p.device))
+                out.append(losses.softmax(net(x, path), axis=1).cpu().numpy().reshape(-1))
+        return (out[0] - out[1]) / (2 * eps)
+
+    def _float64_copy(self, state: Mapping[str, np.ndarray]) -> torch.nn.Module:
+        if self._shadow is None:
+            from torch_impl.models.cream import CreamSupernet
+
+            self._shadow = CreamSupernet(self.spec).to(dtype=torch.float64)
+        layout.load_neutral(self._shadow, {k: np.asarray(v, np.float64) for k, v in state.items()}, "supernet")
+        self._shadow.train()
+        return self._shadow
 
     def meta_update(self, batch: Batch, path: C.Path, lrs: Mapping[str, float]) -> Dict[str, object]:
         out = self.meta_gradient(batch, path, lrs)
