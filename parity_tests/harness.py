@@ -434,9 +434,15 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
     aux_weight = float(cfg.TRAIN.AUX_WEIGHT)
     images, labels = batches[0]
 
+    from common import families
+
+    prepare = getattr(families.spec_module(family), "parity_prepare", None)
+
     def fresh_model():
         model = backend.build_model(family, spec)
         backend.load_neutral(model, weights, source="parity weights")
+        if prepare is not None:  # e.g. the path a supernet runs in the capture
+            prepare(model, spec)
         if after_load is not None:
             after_load(name, dtype, model)
         return model
@@ -471,7 +477,10 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
             out["input_grad"] = {"images": res["input_grad"]}
             out["grad"] = res["param_grads"]
         out["timings"]["forward_backward" if backward else "forward"] = time.perf_counter() - t0
-    if "steps" in groups and steps > 0 and task_kind != "classification":
+    searched = task_kind != "classification"
+    from common.tasks import task_module
+
+    if "steps" in groups and steps > 0 and searched and hasattr(task_module(name, task_kind).Task, "arch_gradient"):
         t0 = time.perf_counter()
         out["arch_grad"] = {}
         for order, unrolled in (("first-order", False), ("second-order", True)):
@@ -484,13 +493,13 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
     if "steps" in groups and steps > 0:
         t0 = time.perf_counter()
         model = fresh_model()
-        search = task_kind != "classification"
+        search = searched
         trainer = backend.make_task(task_kind, model, cfg, spec) if search else backend.make_trainer(model, cfg, spec)
         other_lrs = {}
         if search:
             from common.engine import build_schedules
 
-            trainer.start_epoch(int(trainer.arch_start))  # architecture steps on
+            trainer.start_epoch(int(trainer.parity_epoch()))  # the search machinery on
             other_lrs = {n: float(s(0)) for n, s in build_schedules(cfg, trainer).items() if n != "weights"}
         losses = []
         for k in range(steps):
@@ -502,7 +511,9 @@ def _run_backend(name: str, dtype: str, cfg, family: str, spec, weights: Mapping
             losses.append((f"step {k}", np.asarray(stats["loss"], dtype=np.float64)))
         out["train_loss"] = losses
         if search:
-            out["derived"] = {k: np.asarray(v) for k, v in trainer.parity_derived().items()}
+            derived = getattr(trainer, "parity_derived", None)
+            if derived is not None:
+                out["derived"] = {k: np.asarray(v) for k, v in derived().items()}
         ckpt = trainer.to_checkpoint()
         trainable = set(out["trainable"])
         out["weight"] = {k: v for k, v in ckpt.model.items() if k in trainable}

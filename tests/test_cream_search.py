@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH = os.path.join(ROOT, "configs", "cream_search_digits.yaml")
 TINY = ["CREAM.STA_NUM", "[1, 1, 2, 1, 1]", "DATA.NUM_TRAIN", "128", "DATA.NUM_VAL", "32", "DATA.BATCH_SIZE", "16",
         "TRAIN.EPOCHS", "3", "TRAIN.MAX_STEPS_PER_EPOCH", "4", "CREAM.UPDATE_ITER", "2", "CREAM.POOL_SIZE", "3",
+        "CREAM.META_START_EPOCH", "0",
         "THREADS", "1"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1226,6 +1226,18 @@ def path_seed(seed: int, step: int, stream: str = "train"):
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(step), *stream.encode()]))
 
 
+def reference_path(spec: CreamSupernetSpec) -> Path:
+    """A fixed mixed path (one seeded draw) for the tools that run a supernet without a search: ``parity``'s
+    capture (:func:`parity_prepare`)."""
+    return sample_path(spec, path_seed(0, 0, "reference"))
+
+
+def parity_prepare(model, spec) -> None:
+    """The parity harness's hook after a model is loaded: a supernet runs :func:`reference_path`."""
+    if isinstance(spec, CreamSupernetSpec):
+        model.set_path(reference_path(spec))
+
+
 def path_plan(spec: CreamSupernetSpec, path, key: str = "path") -> Tuple[Path, Tuple[Tuple[int, int, int], ...]]:
     """``path`` checked (:func:`check_path`) and the ``(stage, layer, choice)`` of every layer it runs, in forward
     order.  A layer may be skipped (-1) only where it keeps the feature map (stride 1, in == out channels): upstream

@@ -120,6 +120,10 @@ class CreamSearch(TaskBase):
         self._acc = {"kd": 0.0, "kd_count": 0.0, "meta_value": 0.0, "mv_count": 0.0, "meta_updates": 0,
                      "entered": 0}
 
+    def parity_epoch(self) -> int:
+        """The epoch the parity harness's search steps run in: the board, distillation and meta updates on."""
+        return self.start_epoch_meta + 1
+
     # ------------------------------------------------------------------------------------------ the step's decisions
     def distilling(self) -> bool:
         """KD from a teacher path (and the board) from the epoch after ``META_START_EPOCH`` on."""
@@ -129,10 +133,12 @@ class CreamSearch(TaskBase):
         prob = self.board.probabilities(self.how_to_prob, self.pre_prob)
         return C.sample_path(self.spec, C.path_seed(self.seed, step), prob, self.upstream_sampling)
 
-    def meta_update_due(self) -> bool:
-        """Upstream ``MetaMatchingNetwork.isUpdate`` (``epoch_step`` = the batch index in the epoch)."""
+    def meta_update_due(self, batch_size: int) -> bool:
+        """Upstream ``MetaMatchingNetwork.isUpdate`` (``epoch_step`` = the batch index in the epoch); a batch of
+        fewer than 2 x SLICE images (a short last batch) has no validation slice and skips it."""
         return (self.pick == "meta" and self.epoch > self.start_epoch_meta and self.epoch_step > 0
-                and self.epoch_step % self.update_iter == 0 and len(self.board) > 0)
+                and self.epoch_step % self.update_iter == 0 and len(self.board) > 0
+                and batch_size >= 2 * self.slice)
 
     def meta_value_index(self, teacher: int) -> int:
         return len(self.board) - 1 if self.meta_value_of == "last" else teacher
@@ -192,6 +198,10 @@ class CreamSearch(TaskBase):
         self.counters["meta_updates"] += 1
 
     def enter_board(self, step: int, prec1: float, path: C.Path, images: np.ndarray, soft: np.ndarray) -> bool:
+        """The path's turn on the board; a batch of fewer than SLICE images (a short last batch) cannot fill an
+        entry and does not try."""
+        if len(images) < self.slice:
+            return False
         return self.board.update(self.epoch, prec1, self.flops.path_mflops(path), path, images, soft, step)
 
     # ------------------------------------------------------------------------------------------ epoch end

@@ -70,6 +70,10 @@ class PCDartsSearch(TaskBase):
         self.arch_active = epoch >= self.arch_start
         self._epoch_arch = {"loss": 0.0, "top1": 0.0, "count": 0.0, "steps": 0}
 
+    def parity_epoch(self) -> int:
+        """The epoch the parity harness's search steps run in: architecture steps on."""
+        return self.arch_start
+
     def record_arch(self, loss: float, top1: float, count: int) -> None:
         """Called by the backend's step after each architecture update (its validation loss and accuracy)."""
         acc = self._epoch_arch

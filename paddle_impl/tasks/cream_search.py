@@ -210,7 +210,7 @@ class Task(CreamSearch):
     def train_step(self, batches: Mapping[str, Batch], lrs: Mapping[str, float], step: int) -> Dict[str, float]:
         batch = batches["train"]
         path = self.sample_path(step)
-        if self.meta_update_due():
+        if self.meta_update_due(len(batch[1])):
             self.meta_update(batch, path, lrs)
         x, y = self.tensors(batch)
         params = self.path_params(path)
