@@ -31,6 +31,9 @@ _C.RESUME = ""
 _C.DEVICE = "cpu"          # cpu | gpu
 _C.DTYPE = "float32"       # float32 | float64 (float64 is for parity runs)
 _C.THREADS = 0             # CPU threads for the framework's math (0 = the framework's default)
+# Multi-process runs: a collective (gradient average, statistics) that waits longer than this fails the process, so
+# the launcher stops the others instead of hanging (torch: the process group's timeout).
+_C.DIST_TIMEOUT_S = 300.0
 
 _C.MODEL = CN()
 _C.MODEL.FAMILY = "cream"  # which NAS system builds the network
@@ -154,6 +157,9 @@ _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # 0 = the whole epoch (tests use small values)
 _C.TRAIN.ITERATIONS = 0      # > 0: the run is this many steps (the last epoch is cut short) instead of TRAIN.EPOCHS
 _C.TRAIN.CKPT_EVERY = 1      # epochs between the kept epoch-NNNN checkpoints (last.safetensors: every epoch)
 _C.TRAIN.KEEP_CHECKPOINTS = 3  # how many epoch-NNNN checkpoints stay (0 = none)
+# In a multi-process run (torchrun / paddle.distributed.launch): BatchNorm statistics over the global batch (off:
+# each process normalises by its own batch, as upstream Cream and PC-DARTS do).
+_C.TRAIN.SYNC_BN = False
 
 _C.CREAM = CN()
 # A custom child-net path: a list of 7 lists of choice indices (0..5 = k3e4 k3e6 k5e4 k5e6 k7e4 k7e6), written
@@ -487,6 +493,7 @@ def validate(cfg: CN, source: str) -> None:
          "must be epochs >= 0 in increasing order"),
         ("SCHED.MILESTONES", lambda v: cfg.SCHED.NAME != "multistep" or len(v) > 0,
          "must not be empty when SCHED.NAME is 'multistep'"),
+        ("DIST_TIMEOUT_S", positive, "must be > 0 (seconds)"),
         ("CREAM.FLOPS_MINIMUM", nonneg, "must be a finite number >= 0 (MFLOPs)"),
         ("CREAM.FLOPS_MAXIMUM", positive, "must be > 0 (MFLOPs)"),
         ("CREAM.FLOPS_MAXIMUM", lambda v: v >= cfg.CREAM.FLOPS_MINIMUM,

@@ -54,10 +54,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(1)[0])
 
 
-def get_logger(run_dir: str, name: str) -> logging.Logger:
-    logger = logging.getLogger(f"twinnas.{name}.{os.path.abspath(run_dir)}")
+def get_logger(run_dir: str, name: str, write: bool = True) -> logging.Logger:
+    """``<run_dir>/<name>.log`` and the console; ``write`` False (a process other than rank 0): a silent logger."""
+    logger = logging.getLogger(f"twinnas.{name}.{os.path.abspath(run_dir)}" + ("" if write else ".quiet"))
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    if not write:
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        return logger
     if not logger.handlers:
         fmt = logging.Formatter("%(asctime)s | %(message)s", "%Y-%m-%d %H:%M:%S")
         os.makedirs(run_dir, exist_ok=True)
@@ -172,9 +177,10 @@ class MetricsFile:
     up to the resumed epoch."""
 
     def __init__(self, path: str, fields: Sequence[str], history: Optional[List[Dict[str, Any]]] = None,
-                 resume_epoch: int = 0):
+                 resume_epoch: int = 0, write: bool = True):
         self.path = path
         self.fields = list(fields)
+        self.write = write
         if history is None:
             history = []
             if resume_epoch > 0 and os.path.isfile(path):
@@ -187,6 +193,8 @@ class MetricsFile:
     def _rewrite(self, rows) -> None:
         from common.io_utils import atomic_path
 
+        if not self.write:
+            return
         with atomic_path(self.path) as tmp:
             with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
@@ -194,6 +202,8 @@ class MetricsFile:
                 writer.writerows({k: _fmt(row.get(k)) for k in self.fields} for row in rows)
 
     def append(self, row: Dict[str, Any]) -> None:
+        if not self.write:
+            return
         with open(self.path, "a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore").writerow(
                 {k: _fmt(row.get(k)) for k in self.fields})
@@ -259,13 +269,16 @@ class Loop:
         if missing:
             raise TrainingError(f"task {task.kind!r} needs LR schedules for optimizers {missing}")
         self.cfg, self.backend, self.task, self.run_dir = cfg, backend, task, run_dir
-        task.run_dir = run_dir
+        self.dist = getattr(backend, "dist", None)
+        #: only rank 0 writes (log, metrics, checkpoints, scalars, the task's files)
+        self.is_main = self.dist is None or self.dist.is_main
+        task.run_dir = run_dir if self.is_main else None
         self.streams = {name: streams[name] for name in task.streams}
         self.schedules = dict(schedules)
         self.val_loader = val_loader
         self.label_offset = int(label_offset)
-        self.logger = logger or get_logger(run_dir, "train")
-        self.hooks: List[Hook] = [ScalarsHook(), *hooks]
+        self.logger = logger or get_logger(run_dir, "train", write=self.is_main)
+        self.hooks: List[Hook] = [ScalarsHook(), *hooks] if self.is_main else list(hooks)
         train = cfg.TRAIN
         self.steps_per_epoch = min(len(loader) for loader in self.streams.values())
         if train.MAX_STEPS_PER_EPOCH:
@@ -294,7 +307,7 @@ class Loop:
         """Train from the resume point to the end; returns the best score (None when never evaluated)."""
         start_epoch = self.resume()
         self.metrics = MetricsFile(os.path.join(self.run_dir, "metrics.csv"), self.fields, self.history,
-                                   resume_epoch=start_epoch)
+                                   resume_epoch=start_epoch, write=self.is_main)
         self.history = list(self.metrics.rows)
         self.global_step = min(start_epoch * self.steps_per_epoch, self.total_steps)
         self._call("before_train")
@@ -349,7 +362,7 @@ class Loop:
         seen = 0.0
         started = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False, dynamic_ncols=True,
-                   disable=None)
+                   disable=None if self.is_main else True)
         iterators = {name: iter(loader) for name, loader in self.streams.items()}
         try:
             for step in range(steps):
@@ -381,6 +394,10 @@ class Loop:
                 close = getattr(it, "close", None)
                 if close is not None:
                     close()
+        if self.dist is not None:  # every rank's samples: the statistics of the global batches
+            keys = list(sums)
+            totals = self.dist.sum_floats([sums[k] for k in keys] + [seen])
+            sums, seen = dict(zip(keys, totals[:-1])), totals[-1]
         elapsed = time.perf_counter() - started
         row: Dict[str, Any] = {"epoch": epoch + 1}
         for name, lr in self.lrs.items():
@@ -427,6 +444,8 @@ class Loop:
         })
         # last is written last: it is the resume point, so a kill before it repeats this epoch (and rewrites
         # the files before it identically); a kill after it finds every file of this epoch complete.
+        if not self.is_main:
+            return
         every = max(1, int(getattr(cfg.TRAIN, "CKPT_EVERY", 1)))
         if (epoch + 1) % every == 0 or epoch + 1 == self.epochs:
             save_checkpoint(os.path.join(self.run_dir, f"epoch-{epoch + 1:04d}.safetensors"), ckpt)
@@ -543,12 +562,12 @@ def build_streams(cfg, task: TaskBase, datasets, rank: int = 0, world_size: int 
     train_set = datasets[0]
     if "search" not in task.streams:
         streams = {"train": build_loader(cfg, "train", rank=rank, world_size=world_size, dataset=train_set)}
-        return streams, build_loader(cfg, "val", rank=rank, world_size=world_size, dataset=datasets[1])
+        return streams, build_loader(cfg, "val", dataset=datasets[1])  # every rank scores the whole split
     weights_part, arch_part = split_for_search(train_set, task.train_portion, cfg.SEED)
     streams = {"train": build_loader(cfg, "train", rank=rank, world_size=world_size, dataset=weights_part),
                "search": build_loader(cfg, "train", rank=rank, world_size=world_size, dataset=arch_part,
                                       seed=stream_seed(cfg.SEED, "search"))}
-    return streams, build_loader(cfg, "val", rank=rank, world_size=world_size, dataset=arch_part)
+    return streams, build_loader(cfg, "val", dataset=arch_part)  # every rank scores the whole part
 
 
 def check_streams(cfg, kind: str, datasets) -> None:
@@ -594,8 +613,15 @@ def train(cfg, backend, spec_module, spec, run_dir: str, datasets=None, initial:
     """``tools/main.py train`` and ``search``: the family's network trained by the task ``kind``
     (``common/families.py``) on the streams :func:`build_streams` makes for it.  ``initial`` = MODEL.WEIGHTS already read (any format) by the
     caller; otherwise the spec's numpy initialisation.  ``model``: already built with its initial weights."""
-    logger = get_logger(run_dir, "train")
+    group = getattr(backend, "dist", None)
+    if group is not None:
+        rank, world_size = group.rank, group.world_size
+    logger = get_logger(run_dir, "train", write=rank == 0)
     logger.info(f"backend: {backend.describe()}")
+    if world_size > 1:
+        logger.info(f"{world_size} processes ({group.world.launcher}), DATA.BATCH_SIZE {cfg.DATA.BATCH_SIZE} per "
+                    f"process: global batch {world_size * int(cfg.DATA.BATCH_SIZE)}; BN statistics "
+                    + ("over the global batch (TRAIN.SYNC_BN)" if cfg.TRAIN.SYNC_BN else "per process"))
     logger.info(f"run folder: {os.path.abspath(run_dir)}")
 
     if model is None:

@@ -42,6 +42,21 @@ class Backend:
         if threads:
             paddle.base.core.set_num_threads(int(threads))  # CPU math threads (oneDNN / OpenMP)
 
+    # ----------------------------------------------------------------------------------- processes
+    #: the open process group of a multi-process run (``start_distributed``), None in a world of one
+    dist = None
+
+    def start_distributed(self, timeout_s: float = 300.0, sync_bn: bool = False):
+        """Join the process group the launcher describes (``common/distributed.py``); a world of one: nothing."""
+        from common import distributed
+        from paddle_impl import distributed as group
+
+        self.dist = group.setup(self.device, timeout_s)
+        if self.dist is not None:
+            self.dist.sync_bn = bool(sync_bn)
+        distributed.set_current(self.dist)
+        return self.dist
+
     # ----------------------------------------------------------------------------------- models
     def build_model(self, family: str, spec):
         builder = importlib.import_module(f"paddle_impl.models.{family}")

@@ -35,6 +35,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle import _C_ops
 
+from common import distributed
 from common.init import (
     BN_BIAS,
     BN_MEAN,
@@ -169,6 +170,9 @@ class BatchNorm2d(nn.BatchNorm2D):
         return y
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        group = distributed.current()
+        if self.training and group is not None and group.sync_bn:
+            return _sync_batch_norm(self, x, group)
         if not self._eps_fits_kernel and x.dtype == paddle.float64:
             return self._forward_exact_eps(x)
         if not self.training:
@@ -198,6 +202,30 @@ class BatchNorm2d(nn.BatchNorm2D):
     def extra_repr(self) -> str:
         return (f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum} (torch), "
                 f"affine={self.affine}")
+
+
+def _sync_batch_norm(bn: BatchNorm2d, x: paddle.Tensor, group) -> paddle.Tensor:
+    """Training-mode BN with the statistics of the global batch (``TRAIN.SYNC_BN`` in a multi-process run): the
+    per-channel sums of x and x^2 and the count are summed over the ranks (a differentiable all-reduce, so the
+    gradient flows through the other ranks' samples too); the running statistics move with the global mean and
+    the unbiased global variance, as torch's own layer does with a local batch."""
+    c = x.shape[1]
+    count = paddle.full([1], float(int(x.numel()) // c), dtype=x.dtype)
+    stats = paddle.concat([x.sum(axis=[0, 2, 3]), (x * x).sum(axis=[0, 2, 3]), count])
+    stats = group.all_reduce_sum_differentiable(stats)
+    n = stats[-1]
+    mean = stats[:c] / n
+    var = stats[c:2 * c] / n - mean * mean
+    if float(n) < 2:
+        raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, got {int(float(n))}")
+    y = (x - mean.reshape([1, c, 1, 1])) * paddle.rsqrt(var + bn.eps).reshape([1, c, 1, 1])
+    if bn.weight is not None:
+        y = y * bn.weight.reshape([1, c, 1, 1]) + bn.bias.reshape([1, c, 1, 1])
+    weight = bn._momentum_tensor(bn._mean.dtype, bn._mean.place)
+    nn_ = float(n)
+    _C_ops.lerp_(bn._mean, mean.detach(), weight)
+    _C_ops.lerp_(bn._variance, var.detach() * (nn_ / (nn_ - 1.0)), weight)
+    return y
 
 
 class BatchNorm1d(BatchNorm2d):

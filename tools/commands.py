@@ -341,14 +341,19 @@ def _run_task(args, command: str) -> int:
         raise UserError(str(exc)) from None
     initial = read_weights(cfg) if cfg.MODEL.WEIGHTS else None
     backend = load_backend(args.backend, cfg)
+    group = _start_distributed(backend, cfg)
     model = build_with_weights(backend, cfg, module, spec, require_weights=False, weights=initial)
+    removed = []
     try:
-        removed = engine.prepare_run_dir(run_dir, cfg.RESUME)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+        if group is None or group.is_main:  # only rank 0 writes
+            removed = engine.prepare_run_dir(run_dir, cfg.RESUME)
+            save_config(cfg, os.path.join(run_dir, "config.yaml"))
     except engine.TrainingError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"run folder {run_dir}: {exc.strerror or exc}") from None
+    if group is not None:
+        group.barrier()
     if removed:
         print(f"removed {len(removed)} temporary file(s) an interrupted save left in {run_dir}: "
               + ", ".join(removed), file=sys.stderr)
@@ -356,6 +361,22 @@ def _run_task(args, command: str) -> int:
         return engine.train(cfg, backend, module, spec, run_dir, datasets=datasets, model=model, kind=kind)
     except (CheckpointError, engine.TrainingError, FileNotFoundError, DataError) as exc:
         raise UserError(str(exc)) from None
+
+
+def _start_distributed(backend, cfg):
+    """Join the process group when a launcher (torchrun, paddle.distributed.launch) started this process."""
+    from common.distributed import launcher_for, world_from_env
+
+    try:
+        world = world_from_env()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not world.distributed:
+        return None
+    if world.launcher != launcher_for(backend.name):
+        raise UserError(f"--backend {backend.name} was started by {world.launcher}: launch it with "
+                        f"{launcher_for(backend.name)}")
+    return backend.start_distributed(float(cfg.DIST_TIMEOUT_S), bool(cfg.TRAIN.SYNC_BN))
 
 
 def run_test(args) -> int:

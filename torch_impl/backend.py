@@ -36,7 +36,11 @@ class Backend:
             # Parity needs IEEE float32 matmuls/convs, not TF32.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-            self.device = torch.device("cuda")
+            from common.distributed import world_from_env
+
+            local = world_from_env().local_rank  # torchrun: one GPU per process
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
         else:
             self.device = torch.device("cpu")
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -46,6 +50,21 @@ class Backend:
         self.channels_last = dtype == "float32"
         if threads:
             torch.set_num_threads(int(threads))
+
+    # ----------------------------------------------------------------------------------- processes
+    #: the open process group of a multi-process run (``start_distributed``), None in a world of one
+    dist = None
+
+    def start_distributed(self, timeout_s: float = 300.0, sync_bn: bool = False):
+        """Join the process group the launcher describes (``common/distributed.py``); a world of one: nothing."""
+        from common import distributed
+        from torch_impl import distributed as group
+
+        self.dist = group.setup(self.device, timeout_s)
+        if self.dist is not None:
+            self.dist.sync_bn = bool(sync_bn)
+        distributed.set_current(self.dist)
+        return self.dist
 
     # ----------------------------------------------------------------------------------- models
     def build_model(self, family: str, spec):

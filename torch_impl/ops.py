@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import distributed
 from common.init import (
     BN_BIAS,
     BN_MEAN,
@@ -105,6 +106,36 @@ class BatchNorm2d(nn.BatchNorm2d):
         if momentum is None or not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"BatchNorm2d momentum must be a number in [0, 1] (torch convention), got {momentum!r}")
         super().__init__(num_features, eps=float(eps), momentum=float(momentum), affine=bool(affine))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        group = distributed.current()
+        if self.training and group is not None and group.sync_bn:
+            return _sync_batch_norm(self, x, group)
+        return super().forward(x)
+
+
+def _sync_batch_norm(bn: BatchNorm2d, x: torch.Tensor, group) -> torch.Tensor:
+    """Training-mode BN with the statistics of the global batch (``TRAIN.SYNC_BN`` in a multi-process run): the
+    per-channel sums of x and x^2 and the count are summed over the ranks (a differentiable all-reduce, so the
+    gradient flows through the other ranks' samples too); the running statistics move with the global mean and
+    the unbiased global variance, as torch's own layer does with a local batch."""
+    c = x.shape[1]
+    count = torch.full((1,), float(x.numel() // c), dtype=x.dtype, device=x.device)
+    stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
+    stats = group.all_reduce_sum_differentiable(stats)
+    n = stats[-1]
+    mean = stats[:c] / n
+    var = stats[c:2 * c] / n - mean * mean
+    if float(n) < 2:
+        raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, got {int(n)}")
+    y = (x - mean.view(1, c, 1, 1)) * torch.rsqrt(var + bn.eps).view(1, c, 1, 1)
+    if bn.weight is not None:
+        y = y * bn.weight.view(1, c, 1, 1) + bn.bias.view(1, c, 1, 1)
+    with torch.no_grad():
+        bn.running_mean.lerp_(mean.detach(), bn.momentum)
+        bn.running_var.lerp_(var.detach() * (n / (n - 1)), bn.momentum)
+        bn.num_batches_tracked.add_(1)
+    return y
 
 
 class BatchNorm1d(BatchNorm2d):

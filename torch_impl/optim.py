@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from common import distributed
 from common import optim_reference as ref
 from common.checkpoint import OptimizerState
 from torch_impl import layout
@@ -83,6 +84,7 @@ class _TwinOptimizer:
         self.node_name: Optional[str] = None
         self.base_lr: Optional[float] = None
         self.grad_clip = 0.0
+        self._averaged = False  # the present gradients were averaged over the ranks for the coming step
 
     # ------------------------------------------------------------------ public API
     def set_momentum(self, value: float) -> None:
@@ -93,14 +95,28 @@ class _TwinOptimizer:
         """Drop every gradient (``set_to_none``): a parameter the next backward does not reach has none."""
         for p in self._params.values():
             p.grad = None
+        self._averaged = False
+
+    def average_grads(self) -> None:
+        """In a multi-process run: the present gradients become their mean over the ranks (once per step, before
+        clipping; ``common/distributed.py``).  Every rank holds gradients for the same parameters."""
+        group = distributed.current()
+        if group is None or self._averaged:
+            return
+        with torch.no_grad():
+            group.average_([p.grad for p in self._params.values() if p.grad is not None])
+        self._averaged = True
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Global-norm clip of the present gradients (torch formula); returns the total norm before clipping."""
+        self.average_grads()
         return clip_grad_norm([p.grad for p in self._params.values()], max_norm)
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
         lr = float(lr)
+        self.average_grads()
+        self._averaged = False
         for group in self.param_groups:
             names, params, grads = [], [], []
             for name, p in group["params"]:
