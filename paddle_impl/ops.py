@@ -206,19 +206,19 @@ class BatchNorm2d(nn.BatchNorm2D):
 
 def _sync_batch_norm(bn: BatchNorm2d, x: paddle.Tensor, group) -> paddle.Tensor:
     """Training-mode BN with the statistics of the global batch (``TRAIN.SYNC_BN`` in a multi-process run): the
-    per-channel sums of x and x^2 and the count are summed over the ranks (a differentiable all-reduce, so the
-    gradient flows through the other ranks' samples too); the running statistics move with the global mean and
-    the unbiased global variance, as torch's own layer does with a local batch."""
+    per-channel sums of x and the count, then of the squared deviations, are summed over the ranks (a
+    differentiable all-reduce, so the gradient flows through the other ranks' samples too); the running statistics
+    move with the global mean and the unbiased global variance, as torch's own layer does with a local batch."""
     c = x.shape[1]
     count = paddle.full([1], float(int(x.numel()) // c), dtype=x.dtype)
-    stats = paddle.concat([x.sum(axis=[0, 2, 3]), (x * x).sum(axis=[0, 2, 3]), count])
-    stats = group.all_reduce_sum_differentiable(stats)
+    stats = group.all_reduce_sum_differentiable(paddle.concat([x.sum(axis=[0, 2, 3]), count]))
     n = stats[-1]
     mean = stats[:c] / n
-    var = stats[c:2 * c] / n - mean * mean
+    centred = x - mean.reshape([1, c, 1, 1])  # two passes, as torch's own kernel: no E[x^2] - E[x]^2 cancellation
+    var = group.all_reduce_sum_differentiable((centred * centred).sum(axis=[0, 2, 3])) / n
     if float(n) < 2:
         raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, got {int(float(n))}")
-    y = (x - mean.reshape([1, c, 1, 1])) * paddle.rsqrt(var + bn.eps).reshape([1, c, 1, 1])
+    y = centred * paddle.rsqrt(var + bn.eps).reshape([1, c, 1, 1])
     if bn.weight is not None:
         y = y * bn.weight.reshape([1, c, 1, 1]) + bn.bias.reshape([1, c, 1, 1])
     weight = bn._momentum_tensor(bn._mean.dtype, bn._mean.place)

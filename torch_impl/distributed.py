@@ -37,6 +37,7 @@ class Dist:
     def is_main(self) -> bool:
         return self.world.is_main
 
+    @torch.no_grad()
     def average_(self, tensors: Sequence[torch.Tensor]) -> None:
         """Replace every tensor by its mean over the ranks (one flat all-reduce per dtype)."""
         by_dtype = {}

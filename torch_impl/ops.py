@@ -116,19 +116,19 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 def _sync_batch_norm(bn: BatchNorm2d, x: torch.Tensor, group) -> torch.Tensor:
     """Training-mode BN with the statistics of the global batch (``TRAIN.SYNC_BN`` in a multi-process run): the
-    per-channel sums of x and x^2 and the count are summed over the ranks (a differentiable all-reduce, so the
-    gradient flows through the other ranks' samples too); the running statistics move with the global mean and
-    the unbiased global variance, as torch's own layer does with a local batch."""
+    per-channel sums of x and the count, then of the squared deviations, are summed over the ranks (a
+    differentiable all-reduce, so the gradient flows through the other ranks' samples too); the running statistics
+    move with the global mean and the unbiased global variance, as torch's own layer does with a local batch."""
     c = x.shape[1]
     count = torch.full((1,), float(x.numel() // c), dtype=x.dtype, device=x.device)
-    stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-    stats = group.all_reduce_sum_differentiable(stats)
+    stats = group.all_reduce_sum_differentiable(torch.cat([x.sum(dim=(0, 2, 3)), count]))
     n = stats[-1]
     mean = stats[:c] / n
-    var = stats[c:2 * c] / n - mean * mean
+    centred = x - mean.view(1, c, 1, 1)  # two passes, as torch's own kernel: no E[x^2] - E[x]^2 cancellation
+    var = group.all_reduce_sum_differentiable((centred * centred).sum(dim=(0, 2, 3))) / n
     if float(n) < 2:
         raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, got {int(n)}")
-    y = (x - mean.view(1, c, 1, 1)) * torch.rsqrt(var + bn.eps).view(1, c, 1, 1)
+    y = centred * torch.rsqrt(var + bn.eps).view(1, c, 1, 1)
     if bn.weight is not None:
         y = y * bn.weight.view(1, c, 1, 1) + bn.bias.view(1, c, 1, 1)
     with torch.no_grad():

@@ -207,6 +207,10 @@ class CreamSearch(TaskBase):
     # ------------------------------------------------------------------------------------------ epoch end
     def epoch_end(self, epoch: int) -> Dict[str, Any]:
         acc = self._acc
+        group = getattr(self.backend, "dist", None)
+        if group is not None and acc.get("kd_count"):  # each rank's KD on its share of the batches
+            kd, count = group.sum_floats([acc["kd"], acc["kd_count"]])
+            acc = dict(acc, kd=kd, kd_count=count)
         out: Dict[str, Any] = {"meta_updates": int(acc.get("meta_updates", 0)), "board_size": len(self.board),
                                "board_entered": int(acc.get("entered", 0))}
         if acc.get("kd_count"):

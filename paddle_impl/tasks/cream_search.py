@@ -21,6 +21,7 @@ The meta update (upstream ``MetaMatchingNetwork.run_update``), with ``m(theta) =
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -65,6 +66,44 @@ class Task(CreamSearch):
         return ([p for _, p in self.model.named_parameters() if p.stop_gradient]
                 + [b for _, b in self.model.named_buffers()])
 
+    @contextlib.contextmanager
+    def replicated(self):
+        """Forwards on inputs every rank holds alike (the board's images, the meta update's global slices): BN
+        normalises locally, as the single-process run does, instead of syncing identical copies (which would count
+        them ``world_size`` times in the running variance's n / (n - 1))."""
+        group = self.backend.dist
+        synced = group is not None and group.sync_bn
+        if synced:
+            group.sync_bn = False
+        try:
+            yield
+        finally:
+            if synced:
+                group.sync_bn = True
+
+    def global_rows(self, rows: paddle.Tensor, first: int, count: int) -> paddle.Tensor:
+        """Rows ``first .. first + count`` of the *global* batch, identical on every rank: the loader gives rank
+        ``r`` every ``world_size``-th sample, so global row ``g`` is row ``g // W`` of rank ``g % W`` (a world of one:
+        the rows themselves).  The board's images and soft targets and the meta update's slices come from here, so
+        every rank holds the same board and a 2 x 16 run equals a 1 x 32 one."""
+        group = self.backend.dist
+        if group is None:
+            return rows[first:first + count]
+        w = group.world_size
+        lo, hi = first // w, -(-(first + count) // w)
+        parts = group.all_gather(rows[lo:hi])
+        mixed = paddle.stack(parts, 1).reshape([-1, *rows.shape[1:]])
+        return mixed[first - lo * w:first - lo * w + count]
+
+    def global_top1(self, logits: paddle.Tensor, y: paddle.Tensor) -> float:
+        """Top-1 (percent) of the global batch."""
+        (top1,) = losses.accuracy_topk(logits.detach(), y, ks=(1,))
+        group = self.backend.dist
+        if group is None:
+            return float(top1)
+        correct, count = group.sum_floats([float(top1) * len(y) / 100.0, float(len(y))])
+        return 100.0 * correct / count
+
     def path_params(self, path: C.Path) -> List[paddle.Tensor]:
         params = self._path_cache.get(path)
         if params is None:
@@ -82,6 +121,10 @@ class Task(CreamSearch):
         """The matching score ``w_j`` of every board entry for the student ``path``: the meta layer on
         ``softmax(student(x_j)) - p_j`` (student forwards in training mode, as upstream; no gradient to the student
         unless ``with_grad`` says the main loss sends one through the meta value)."""
+        with self.replicated():
+            return self._scores(path, with_grad)
+
+    def _scores(self, path: C.Path, with_grad: bool):
         scores = []
         for entry in self.board.entries:
             x = self.backend.to_tensor(entry.images)
@@ -113,14 +156,18 @@ class Task(CreamSearch):
 
     # ------------------------------------------------------------------------------------------ meta update
     def meta_gradient(self, batch: Batch, path: C.Path, lrs: Mapping[str, float]) -> Dict[str, object]:
+        with self.replicated():
+            return self._meta_gradient(batch, path, lrs)
+
+    def _meta_gradient(self, batch: Batch, path: C.Path, lrs: Mapping[str, float]) -> Dict[str, object]:
         """Steps 1-3 of the module docstring (the student step included); returns the meta gradient (float64 numpy,
         one array per meta parameter, in the backend's layout), ``<gv, h>``, the meta value and the teacher index.
         With ``CREAM.META_VALUE_GRAD`` (upstream) the scores keep their graph to the student: see
         :meth:`live_score_terms`."""
-        images, labels = batch
         s = self.slice
-        x, _ = self.tensors((images[:s], labels[:s]))
-        x_val, y_val = self.tensors((images[s:2 * s], labels[s:2 * s]))
+        images, labels = self.tensors(batch)
+        x = self.global_rows(images, 0, s)
+        x_val, y_val = self.global_rows(images, s, s), self.global_rows(labels, s, s)
         live = self.meta_value_grad
         value_t, value, teacher, index = self.select_teacher(path, grad="all" if live else "meta")
         soft = self.soft_targets(x, teacher)
@@ -210,7 +257,7 @@ class Task(CreamSearch):
     def train_step(self, batches: Mapping[str, Batch], lrs: Mapping[str, float], step: int) -> Dict[str, float]:
         batch = batches["train"]
         path = self.sample_path(step)
-        if self.meta_update_due(len(batch[1])):
+        if self.meta_update_due(len(batch[1]) * (1 if self.backend.dist is None else self.backend.dist.world_size)):
             self.meta_update(batch, path, lrs)
         x, y = self.tensors(batch)
         params = self.path_params(path)
@@ -240,13 +287,16 @@ class Task(CreamSearch):
         apply_gradients(self.optimizers["weights"], params, grads[:len(params)], lrs["weights"], self.grad_clip)
         if len(targets) > len(params):
             apply_gradients(self.optimizers["meta"], self.meta_params, grads[len(params):], lrs["meta"])
-        (top1,) = losses.accuracy_topk(logits.detach(), y, ks=(1,))
-        prec1 = float(top1)
+        prec1 = self.global_top1(logits, y)
         s = self.slice
         stored = teacher_soft if (distil and self.board_stores_teacher) else losses.softmax(logits.detach(), axis=1)
-        entered = self.enter_board(step, prec1, path, np.array(batch[0][:s]), self.backend.to_numpy(stored[:s]))
+        entered = False
+        if len(y) * (1 if self.backend.dist is None else self.backend.dist.world_size) >= s:
+            entered = self.enter_board(step, prec1, path, self.backend.to_numpy(self.global_rows(x, 0, s)),
+                                       self.backend.to_numpy(self.global_rows(stored, 0, s)))
         self.record(float(kd.detach()) if kd is not None else None, value, entered, path, index)
-        return {"loss": float(loss.detach()), "top1": prec1 / 100.0, "count": len(batch[1])}
+        (top1,) = losses.accuracy_topk(logits.detach(), y, ks=(1,))
+        return {"loss": float(loss.detach()), "top1": float(top1) / 100.0, "count": len(batch[1])}
 
     # ------------------------------------------------------------------------------------------ evaluation
     def eval_batch(self, images: np.ndarray, labels: np.ndarray, variant: str = "val") -> Dict[str, float]:

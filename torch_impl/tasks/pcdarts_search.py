@@ -70,6 +70,7 @@ class Task(PCDartsSearch):
         # 1. w' = theta - eta * (mu * momentum + dL_train/dw + wd * theta): one SGD step, unclipped (upstream)
         loss_t, _, _ = self.loss_on(train)
         g_train = torch.autograd.grad(loss_t, params, allow_unused=True)
+        self._average([g for g in g_train if g is not None])  # a multi-process run: the global batch's step
         del loss_t  # paddle keeps a graph's saved tensors while its loss lives: drop each loss once differentiated
         with torch.no_grad():
             for (name, p), th, g in zip(self.weights, theta, g_train):
@@ -85,6 +86,7 @@ class Task(PCDartsSearch):
         del loss_v, logits
         dalpha = list(grads[: len(self.arch)])
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads[len(self.arch):])]
+        self._average(v)
         with torch.no_grad():
             for b, s in zip(self._bn_buffers(), saved):
                 b.copy_(s)
@@ -93,6 +95,13 @@ class Task(PCDartsSearch):
         # 3. finite-difference Hessian-vector product at theta: (dL_train(w+)/da - dL_train(w-)/da) / 2R
         implicit = self._hessian_vector(v, theta, train)
         return [da - eta * ig for da, ig in zip(dalpha, implicit)], loss_value, top1
+
+    def _average(self, tensors) -> None:
+        """In a multi-process run: the mean over the ranks, in place (the unrolled step and ``v`` are the global
+        batch's, as in one process; the optimizers average the gradients they step with themselves)."""
+        group = self.backend.dist
+        if group is not None:
+            group.average_(tensors)
 
     def _hessian_vector(self, v: List[torch.Tensor], theta: List[torch.Tensor], train: Batch):
         norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v])))
