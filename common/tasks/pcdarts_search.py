@@ -111,6 +111,10 @@ class PCDartsSearch(TaskBase):
         history[:] = [h for h in history if h["epoch"] < epoch + 1]  # a repeated epoch (resume) replaces its entry
         history.append({"epoch": epoch + 1, "genotype": genotype.as_dict()})
         acc = self._epoch_arch
+        group = getattr(self.backend, "dist", None)
+        if group is not None and acc.get("count") is not None:  # each rank's search batches
+            loss, top1, count = group.sum_floats([acc["loss"], acc["top1"], acc["count"]])
+            acc = dict(acc, loss=loss, top1=top1, count=count)
         out: Dict[str, Any] = {
             "arch_steps": int(acc.get("steps", 0)),
             "entropy_normal": summary["entropy_normal"],
