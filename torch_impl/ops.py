@@ -126,14 +126,15 @@ def _sync_batch_norm(bn: BatchNorm2d, x: torch.Tensor, group) -> torch.Tensor:
     mean = stats[:c] / n
     centred = x - mean.view(1, c, 1, 1)  # two passes, as torch's own kernel: no E[x^2] - E[x]^2 cancellation
     var = group.all_reduce_sum_differentiable((centred * centred).sum(dim=(0, 2, 3))) / n
-    if float(n) < 2:
-        raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, got {int(n)}")
+    if float(n.detach()) < 2:
+        raise ValueError(f"BatchNorm2d: expected more than 1 value per channel when training, got {int(n.detach())}")
     y = centred * torch.rsqrt(var + bn.eps).view(1, c, 1, 1)
     if bn.weight is not None:
         y = y * bn.weight.view(1, c, 1, 1) + bn.bias.view(1, c, 1, 1)
     with torch.no_grad():
         bn.running_mean.lerp_(mean.detach(), bn.momentum)
-        bn.running_var.lerp_(var.detach() * (n / (n - 1)), bn.momentum)
+        count = n.detach()
+        bn.running_var.lerp_(var.detach() * (count / (count - 1)), bn.momentum)
         bn.num_batches_tracked.add_(1)
     return y
 
