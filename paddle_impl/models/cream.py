@@ -126,7 +126,28 @@ class ConvBnAct(nn.Layer):
 BLOCKS = {"ds": DepthwiseSeparableConv, "dsa": DepthwiseSeparableConv, "ir": InvertedResidual, "cn": ConvBnAct}
 
 
-class CreamChildNet(nn.Layer):
+class _StemAndHead(nn.Layer):
+    """What a child net and the supernet share: the stem (``conv_stem`` -> ``bn1`` -> ``act1``) and the head
+    (global average pool -> ``conv_head`` -> ``act2`` -> flatten -> ``dropout`` -> ``classifier``)."""
+
+    def _init_stem(self, spec) -> None:
+        self.conv_stem = ops.Conv2d(spec.in_chans, spec.stem_ch, spec.stem_kernel, spec.stem_stride,
+                                    conv_padding(spec.stem_kernel, spec.stem_stride))
+        self.bn1 = _bn(spec.stem_ch, spec)
+        self.act1 = ops.create_act(spec.act)
+
+    def _init_head(self, spec) -> None:
+        self.conv_head = ops.Conv2d(spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias)
+        self.act2 = ops.create_act(spec.act)
+        self.dropout = ops.Dropout(spec.drop_rate)
+        self.classifier = ops.Linear(spec.num_features, spec.num_classes)
+
+    def forward_head(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.act2(self.conv_head(x.mean(axis=[2, 3], keepdim=True)))
+        return self.classifier(self.dropout(x.flatten(1)))
+
+
+class CreamChildNet(_StemAndHead):
     """A Cream child net built from its spec (see the module docstring)."""
 
     def __init__(self, spec: CreamNetSpec):
@@ -134,27 +155,17 @@ class CreamChildNet(nn.Layer):
         if not isinstance(spec, CreamNetSpec):
             raise TypeError(f"build(spec) needs a CreamNetSpec (a child net), got {type(spec).__name__}")
         self.spec = spec
-        self.conv_stem = ops.Conv2d(spec.in_chans, spec.stem_ch, spec.stem_kernel, spec.stem_stride,
-                                    conv_padding(spec.stem_kernel, spec.stem_stride))
-        self.bn1 = _bn(spec.stem_ch, spec)
-        self.act1 = ops.create_act(spec.act)
+        self._init_stem(spec)
         rates = block_drop_path_rates(spec)
         self.blocks = nn.Sequential(*[
             nn.Sequential(*[BLOCKS[layer.type](layer, spec, rates[s][i]) for i, layer in enumerate(stage)])
             for s, stage in enumerate(spec.stages)
         ])
-        self.conv_head = ops.Conv2d(spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias)
-        self.act2 = ops.create_act(spec.act)
-        self.dropout = ops.Dropout(spec.drop_rate)
-        self.classifier = ops.Linear(spec.num_features, spec.num_classes)
+        self._init_head(spec)
 
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """Stem and blocks: the last feature map, before pooling."""
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
-
-    def forward_head(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.act2(self.conv_head(x.mean(axis=[2, 3], keepdim=True)))
-        return self.classifier(self.dropout(x.flatten(1)))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -164,7 +175,7 @@ class CreamChildNet(nn.Layer):
 # The one-shot supernet
 # --------------------------------------------------------------------------------------------------------------
 
-class CreamSupernet(nn.Layer):
+class CreamSupernet(_StemAndHead):
     """The Cream supernet (upstream ``lib/models/structures/supernet.py``): ``blocks[s][i][c]`` is choice ``c`` of
     layer ``i`` of stage ``s`` (child-net block classes, no drop path); a path runs one choice per layer (or skips
     it, -1); stage 3's 5th layer is built but never run (paths carry ``sta_num`` entries).  ``meta_layer`` is the
@@ -175,18 +186,12 @@ class CreamSupernet(nn.Layer):
         if not isinstance(spec, CreamSupernetSpec):
             raise TypeError(f"CreamSupernet needs a CreamSupernetSpec, got {type(spec).__name__}")
         self.spec = spec
-        self.conv_stem = ops.Conv2d(spec.in_chans, spec.stem_ch, spec.stem_kernel, spec.stem_stride,
-                                    conv_padding(spec.stem_kernel, spec.stem_stride))
-        self.bn1 = _bn(spec.stem_ch, spec)
-        self.act1 = ops.create_act(spec.act)
+        self._init_stem(spec)
         self.blocks = nn.LayerList([
             nn.LayerList([nn.LayerList([BLOCKS[layer.type](layer, spec) for layer in options]) for options in stage])
             for stage in spec.stages
         ])
-        self.conv_head = ops.Conv2d(spec.head_in_ch, spec.num_features, 1, bias=spec.head_bias)
-        self.act2 = ops.create_act(spec.act)
-        self.dropout = ops.Dropout(spec.drop_rate)
-        self.classifier = ops.Linear(spec.num_features, spec.num_classes)
+        self._init_head(spec)
         self.meta_layer = ops.Linear(spec.meta_features, 1)
         self.path: Optional[Path] = None
         self._plan: Optional[Tuple[nn.Layer, ...]] = None   # the blocks of ``self.path``, in forward order
@@ -215,10 +220,6 @@ class CreamSupernet(nn.Layer):
         for block in blocks:
             x = block(x)
         return x
-
-    def forward_head(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.act2(self.conv_head(x.mean(axis=[2, 3], keepdim=True)))
-        return self.classifier(self.dropout(x.flatten(1)))
 
     def forward(self, x: paddle.Tensor, path=None) -> paddle.Tensor:
         """Logits of ``path`` (the one given to :meth:`set_path` when None)."""
