@@ -991,6 +991,16 @@ def run_from_config(cfg, spec_module, spec, report_dir: str, reference: Any = No
     supplies a third column (:func:`reference_function`).  Returns 0 when every verdict passes, 1 otherwise."""
     from parity_tests import report
 
+    result = compute_from_config(cfg, spec_module, spec, reference, stages, verbose)
+    json_path, md_path = report.write_reports(result.as_dict(), report_dir)
+    print(report.console_summary(result.as_dict()))
+    print(f"parity reports: {json_path}\n                {md_path}")
+    return 0 if result.passed else 1
+
+
+def compute_from_config(cfg, spec_module, spec, reference: Any = None, stages: Optional[Iterable[str]] = None,
+                        verbose: bool = True):
+    """The comparison :func:`run_from_config` reports (``parity_tests/suite.py`` runs it for every family)."""
     seed = int(cfg.SEED)
     weights = _load_weights_file(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else make_weights(spec_module, spec, seed)
     steps = int(cfg.PARITY.STEPS)
@@ -1008,7 +1018,4 @@ def run_from_config(cfg, spec_module, spec, report_dir: str, reference: Any = No
     result.meta["weights"] = (f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} (cast to float64)" if cfg.MODEL.WEIGHTS else
                               "numpy init_state(spec, default_rng(SEED)) with perturbed BN statistics and affine "
                               "parameters")
-    json_path, md_path = report.write_reports(result.as_dict(), report_dir)
-    print(report.console_summary(result.as_dict()))
-    print(f"parity reports: {json_path}\n                {md_path}")
-    return 0 if result.passed else 1
+    return result

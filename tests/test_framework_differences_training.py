@@ -524,3 +524,72 @@ def test_accuracy_topk_twins_and_ties():
     want5 = float(np.mean((top5 == y[:, None]).any(1)) * 100)
     got = [float(v) for v in plosses.accuracy_topk(paddle.to_tensor(x), paddle.to_tensor(y), (1, 5))]
     assert got == pytest.approx([want1, want5], abs=1e-12)
+
+
+_DDP_WORKER = r'''
+import json, os, sys
+import numpy as np
+framework, out = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(0)
+data = [rng.standard_normal((4, 3)) + 1.0 + r for r in range(2) for _ in range(2)]  # rank r: batches 2r, 2r+1
+if framework == "torch":
+    import torch, torch.distributed as dist
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.BatchNorm1d(3)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(3, dtype=torch.float64))
+    model = torch.nn.parallel.DistributedDataParallel(net)
+    for k in range(2):
+        model(torch.from_numpy(data[2 * rank + k])).sum().backward()
+    mean = net[1].running_mean.numpy()
+else:
+    import paddle, paddle.distributed as dist
+    dist.init_parallel_env()
+    rank = dist.get_rank()
+    paddle.set_default_dtype("float64")
+    net = paddle.nn.Sequential(paddle.nn.Linear(3, 3, bias_attr=False), paddle.nn.BatchNorm1D(3, momentum=0.9))
+    paddle.assign(paddle.eye(3, dtype="float64"), net[0].weight)
+    model = paddle.DataParallel(net)
+    for k in range(2):
+        model(paddle.to_tensor(data[2 * rank + k])).sum().backward()
+    mean = net[1]._mean.numpy()
+json.dump(mean.tolist(), open(f"{out}.{rank}.json", "w"))
+'''
+
+
+@pytest.mark.parametrize("framework", ["torch", "paddle"])
+def test_row26_ddp_buffer_broadcast(framework, tmp_path):
+    """Row 26: torch's ``DistributedDataParallel`` broadcasts rank 0's buffers (BN running statistics) before every
+    forward; ``paddle.DataParallel`` does not.  Two CPU processes (gloo), a Linear (identity) + BN on rank-dependent
+    batches, two forwards: rank 0 ends with its own statistics in both; rank 1 ends with rank 0's statistics after
+    the first batch moved by its own second batch (torch) or with its own two batches (paddle).  TwinNAS uses neither
+    wrapper: its optimizers average the gradients, and only rank 0's state is saved (common/distributed.py)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    out = str(tmp_path / "mean")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = (["torch.distributed.run"] if framework == "torch"
+                else ["paddle.distributed.launch", "--log_dir", str(tmp_path / "logs")])
+    done = subprocess.run([sys.executable, "-m", *launcher, "--nproc_per_node", "2", str(script), framework, out],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    got = [np.array(json.load(open(f"{out}.{r}.json"))) for r in range(2)]
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((4, 3)) + 1.0 + r for r in range(2) for _ in range(2)]
+
+    def lerp(stat, batch):  # torch momentum 0.1 = paddle momentum 0.9
+        return 0.9 * stat + 0.1 * batch.mean(axis=0)
+
+    rank0 = lerp(lerp(np.zeros(3), data[0]), data[1])
+    assert np.allclose(got[0], rank0, atol=1e-12)  # rank 0: its own statistics in both frameworks
+    if framework == "torch":  # broadcast: rank 0's statistics after batch 0, then rank 1's second batch
+        assert np.allclose(got[1], lerp(lerp(np.zeros(3), data[0]), data[3]), atol=1e-12)
+    else:  # no broadcast: rank 1's own two batches
+        assert np.allclose(got[1], lerp(lerp(np.zeros(3), data[2]), data[3]), atol=1e-12)

@@ -536,9 +536,20 @@ def run_convert(args) -> int:
 
 def add_parity_arguments(p) -> None:
     p.add_argument("--report", default="", help="folder for parity.json and parity.md (default: <run>/parity)")
+    p.add_argument("--all", action="store_true", help="every family's networks (no config): parity_report.md/.json")
+    p.add_argument("--full", action="store_true", help="with --all: the published sizes instead of the tiny suite")
 
 
 def run_parity(args) -> int:
+    if args.all:
+        if args.config or args.overrides:
+            raise UserError("parity --all takes no config or overrides (it runs parity_tests/suite.py's list)")
+        suite = _need("parity_tests.suite", "the parity suite")
+        return suite.run_all(args.report or os.path.join("runs", "parity_all"), full=args.full)
+    if args.full:
+        raise UserError("parity --full goes with --all (one config runs at the size its config gives)")
+    if not args.config:
+        raise UserError("parity needs a config file, or --all for every family")
     cfg = load_cfg(args)
     harness = _need("parity_tests.harness", "the parity harness")
     module, spec = spec_for(cfg)

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog="Trailing KEY VALUE pairs override config keys.")
-        config_required = name not in ("convert",)
+        config_required = name not in ("convert", "parity")  # parity --all runs the whole suite
         p.add_argument("config", nargs=None if config_required else "?", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="config overrides")
         if name != "parity":
