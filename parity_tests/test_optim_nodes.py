@@ -344,7 +344,7 @@ def test_lr_groups_from_yaml_must_be_strings(tmp_path):
 def test_bad_nodes_are_config_errors():
     cfg = _cfg()
     for node, match in (("NO_SUCH_OPTIM", r"no config node 'NO_SUCH_OPTIM' \(optimizer nodes in this config: "
-                                          r"\[.*'OPTIM', 'ARCH_OPTIM'.*\]\)"),
+                                          r"\[.*'OPTIM', 'META_OPTIM', 'ARCH_OPTIM'.*\]\)"),
                         ("DATA", r"DATA\.NAME is missing: DATA is not an optimizer node"),
                         ("SEED", r"SEED = 42 is a value, not an optimizer node")):
         for build in _all_builders(cfg, node):
