@@ -46,12 +46,21 @@ RUNS = {
 def launch(backend: str, argv, tmp_path, nproc: int = 2, timeout: float = 300.0) -> subprocess.CompletedProcess:
     """``argv`` of tools/main.py in ``nproc`` workers started by the backend's own launcher."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    if backend == "torch":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), MAIN, *argv]
+    if backend == "torch":  # a free port: a previous launch's socket may still hold torchrun's default 29500
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--master_port", str(free_port()), "--nproc_per_node",
+               str(nproc), MAIN, *argv]
     else:
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
                str(tmp_path / "launch_logs"), MAIN, *argv]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def worker_logs(tmp_path) -> str:
@@ -181,7 +190,7 @@ def test_a_killed_worker_stops_the_run(backend, tmp_path):
             *COMMON, *extra, "TRAIN.EPOCHS", "200", "TRAIN.MAX_STEPS_PER_EPOCH", "0", "DATA.BATCH_SIZE", "16",
             "DIST_TIMEOUT_S", "60"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    launcher = (["torch.distributed.run"] if backend == "torch"
+    launcher = (["torch.distributed.run", "--master_port", str(free_port())] if backend == "torch"
                 else ["paddle.distributed.launch", "--log_dir", str(tmp_path / "launch_logs")])
     proc = subprocess.Popen([sys.executable, "-m", *launcher, "--nproc_per_node", "2", MAIN, *argv],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

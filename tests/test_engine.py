@@ -159,12 +159,6 @@ def test_sigkill_at_random_moments_loses_nothing(backend, tmp_path):
                 proc.send_signal(signal.SIGKILL)
                 proc.communicate()
                 landed = True
-        if not landed and os.path.isfile(os.path.join(run_dir, "last.safetensors")):
-            last = load_checkpoint(os.path.join(run_dir, "last.safetensors"))
-            if last.meta["epoch"] == epochs:  # the run completed: start it over to keep killing
-                import shutil
-
-                shutil.rmtree(run_dir)
         kills += landed
         for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
             if name.endswith(".safetensors"):  # whatever carries a checkpoint's name is a complete checkpoint
@@ -176,6 +170,13 @@ def test_sigkill_at_random_moments_loses_nothing(backend, tmp_path):
                 # this start got as far as training, so it removed the temporaries the previous kill left
                 assert not any(os.path.exists(os.path.join(run_dir, n)) for n in leftovers_before)
                 cleaned += 1
+        # (checked before a completed run is cleared below: a start that ran to the end cleaned up too)
+        if not landed and os.path.isfile(os.path.join(run_dir, "last.safetensors")):
+            last = load_checkpoint(os.path.join(run_dir, "last.safetensors"))
+            if last.meta["epoch"] == epochs:  # the run completed: start it over to keep killing
+                import shutil
+
+                shutil.rmtree(run_dir)
     assert in_save == 4 and cleaned >= 1  # the in-save kills leave temporaries for the next start to clean
     proc = start(run_dir)
     _, err = proc.communicate(timeout=600)

@@ -543,6 +543,10 @@ if framework == "torch":
     for k in range(2):
         model(torch.from_numpy(data[2 * rank + k])).sum().backward()
     mean = net[1].running_mean.numpy()
+    json.dump(mean.tolist(), open(f"{out}.{rank}.json", "w"))
+    dist.barrier()
+    dist.destroy_process_group()  # a gloo group left open can abort the process at exit
+    sys.exit(0)
 else:
     import paddle, paddle.distributed as dist
     dist.init_parallel_env()
@@ -573,7 +577,9 @@ def test_row26_ddp_buffer_broadcast(framework, tmp_path):
     script.write_text(_DDP_WORKER)
     out = str(tmp_path / "mean")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    launcher = (["torch.distributed.run"] if framework == "torch"
+    from tests.test_distributed import free_port
+
+    launcher = (["torch.distributed.run", "--master_port", str(free_port())] if framework == "torch"
                 else ["paddle.distributed.launch", "--log_dir", str(tmp_path / "logs")])
     done = subprocess.run([sys.executable, "-m", *launcher, "--nproc_per_node", "2", str(script), framework, out],
                           env=env, capture_output=True, text=True, timeout=300)

@@ -361,6 +361,9 @@ def _run_task(args, command: str) -> int:
         return engine.train(cfg, backend, module, spec, run_dir, datasets=datasets, model=model, kind=kind)
     except (CheckpointError, engine.TrainingError, FileNotFoundError, DataError) as exc:
         raise UserError(str(exc)) from None
+    finally:
+        if group is not None:  # torch: a gloo group left open can abort the process at exit
+            group.close()
 
 
 def _start_distributed(backend, cfg):
@@ -541,12 +544,12 @@ def add_parity_arguments(p) -> None:
 
 
 def run_parity(args) -> int:
-    if args.all:
+    if getattr(args, "all", False):
         if args.config or args.overrides:
             raise UserError("parity --all takes no config or overrides (it runs parity_tests/suite.py's list)")
         suite = _need("parity_tests.suite", "the parity suite")
-        return suite.run_all(args.report or os.path.join("runs", "parity_all"), full=args.full)
-    if args.full:
+        return suite.run_all(args.report or os.path.join("runs", "parity_all"), full=bool(getattr(args, "full", False)))
+    if getattr(args, "full", False):
         raise UserError("parity --full goes with --all (one config runs at the size its config gives)")
     if not args.config:
         raise UserError("parity needs a config file, or --all for every family")
